@@ -1,0 +1,17 @@
+"""The `susl` command line: parse options, build a config, call one library function, render.
+
+Each group of commands lives in its own module and registers itself on `app`.
+"""
+
+from susl_cli.cli.common import app
+
+# Importing the command modules registers their commands on `app`.
+from susl_cli.cli import data_commands  # noqa: E402,F401  isort: skip
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,101 @@
+"""What every command shares: the Typer app, error handling and the shared options."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from susl_cli import __version__
+from susl_cli.errors import SuslError
+
+app = typer.Typer(
+    name="susl",
+    help=(
+        "Semi-unsupervised learning: train deep generative models that classify the "
+        "labelled classes of a dataset and cluster the classes that have no labels at all.\n\n"
+        "Typical session: susl mask -> susl train -> susl evaluate / susl sample / susl predict."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Write one line to stderr and return the Exit to raise."""
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn domain errors (and the OS errors a user can cause) into one line and an exit code.
+
+    Unexpected exceptions still become one line; SUSL_DEBUG=1 shows the traceback for bug reports.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SuslError as err:
+            raise fail(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except MemoryError:
+            raise fail(
+                "out of memory: use a smaller model, batch size or dataset slice", 3
+            ) from None
+        except OSError as err:
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            raise fail(f"{err.strerror or err}{where}", 3) from None
+        except Exception as err:  # noqa: BLE001  last line of defence: no tracebacks for users
+            if os.environ.get("SUSL_DEBUG"):
+                raise
+            raise fail(
+                f"internal error: {type(err).__name__}: {err} "
+                "(this is a bug in susl; rerun with SUSL_DEBUG=1 and report the traceback)",
+                70,
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"susl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Semi-unsupervised learning with deep generative models."""
+
+
+# Shared options, defined once so every command spells and documents them the same way.
+SEED_OPTION = typer.Option(0, "--seed", help="Random seed (recorded in every output file).")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON to stdout.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUT if it exists.")
+DEVICE_OPTION = typer.Option(
+    "auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."
+)
+DATA_DIR_OPTION = typer.Option(
+    None,
+    "--data-dir",
+    help="Folder holding dataset files (default: $SUSL_DATA_DIR, then the user cache).",
+)
