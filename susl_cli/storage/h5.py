@@ -70,6 +70,7 @@ def atomic_h5_write(path: Path, kind: str, overwrite: bool) -> Iterator[h5py.Fil
             yield f
         with open(tmp, "rb") as fh:  # data on disk before the rename makes it visible
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; honour the umask
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -81,6 +82,12 @@ def atomic_h5_write(path: Path, kind: str, overwrite: bool) -> Iterator[h5py.Fil
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def peek_kind(path: Path) -> str:

@@ -1,0 +1,183 @@
+"""Choosing which training labels a model may see (spec section 1).
+
+A mask is (labelled classes L, label amount, seed). For each class c in L we keep the labels of
+round(p * n_c) of its training points (or exactly N with labels-per-class), drawn uniformly with
+`numpy.random.default_rng(seed)`; every other point gets -1, the scikit-learn "unlabelled" mark.
+Classes outside L keep no labels at all: they are the hidden classes a model must discover.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from susl_cli.errors import UsageError
+from susl_cli.storage.masked import MaskedDataset, MaskMetadata
+
+if TYPE_CHECKING:
+    from susl_cli.data.sources import Dataset
+
+DEFAULT_LABEL_FRACTION = 0.2  # the paper's protocol
+REGIME_NAMES = {
+    "US": "unsupervised (US)",
+    "SS": "semi-supervised (SS)",
+    "SUS": "semi-unsupervised (SUS)",
+}
+_SPEC_EXAMPLES = "e.g. '0-4', '0,2,7', '1-3,8', 'all' or 'none'"
+_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def parse_class_spec(spec: str, n_classes: int | None) -> tuple[int, ...]:
+    """Parse a class list such as `0-4`, `0,2,7`, `1-3,8`, `all` or `none` into sorted ids.
+
+    With `n_classes=None` only the syntax is checked (and `all` is refused), which lets the CLI
+    reject a malformed spec before loading any data.
+    """
+    text = spec.strip().lower()
+    if text == "none":
+        return ()
+    if text == "all":
+        if n_classes is None:
+            raise UsageError("class spec 'all' needs the dataset's number of classes")
+        return tuple(range(n_classes))
+    classes: list[int] = []
+    for part in text.split(","):
+        match = _PART.match(part.strip())
+        if not match:
+            raise UsageError(f"malformed class spec {spec!r}: expected {_SPEC_EXAMPLES}")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise UsageError(f"range {part.strip()!r} in class spec {spec!r} is reversed: "
+                             f"write {last}-{first}")
+        classes.extend(range(first, last + 1))
+    _check_classes(classes, spec, n_classes)
+    return tuple(sorted(classes))
+
+
+def check_class_spec_syntax(spec: str) -> None:
+    """Reject a malformed class spec before any data is loaded (ranges are checked later)."""
+    if spec.strip().lower() != "all":
+        parse_class_spec(spec, None)
+
+
+def _check_classes(classes: list[int], spec: str, n_classes: int | None) -> None:
+    seen: set[int] = set()
+    for c in classes:
+        if c in seen:
+            raise UsageError(f"class {c} appears twice in class spec {spec!r}: list it once")
+        seen.add(c)
+        if n_classes is not None and c >= n_classes:
+            raise UsageError(
+                f"class {c} in {spec!r} is out of range: this dataset has classes "
+                f"0..{n_classes - 1}"
+            )
+
+
+def resolve_label_amount(
+    label_fraction: float | None, labels_per_class: int | None
+) -> tuple[float | None, int | None]:
+    """Validate the label amount: exactly one of fraction in (0, 1] or a count >= 1.
+    Neither given means the paper's default fraction, 0.2."""
+    if label_fraction is not None and labels_per_class is not None:
+        raise UsageError("give either --label-fraction or --labels-per-class, not both")
+    if labels_per_class is not None:
+        if labels_per_class < 1:
+            raise UsageError(f"--labels-per-class must be at least 1, got {labels_per_class}")
+        return None, int(labels_per_class)
+    p = DEFAULT_LABEL_FRACTION if label_fraction is None else float(label_fraction)
+    if not math.isfinite(p) or not 0.0 < p <= 1.0:
+        raise UsageError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+    return p, None
+
+
+def regime_of(n_labelled_classes: int, n_classes: int) -> str:
+    """'US' with no labelled class, 'SS' with all of them, 'SUS' with a strict subset."""
+    if n_labelled_classes == 0:
+        return "US"
+    return "SS" if n_labelled_classes == n_classes else "SUS"
+
+
+def choose_labelled(
+    y: np.ndarray,
+    labelled_classes: Sequence[int],
+    *,
+    label_fraction: float | None = None,
+    labels_per_class: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Observed labels (N,) int64: the chosen points of the labelled classes keep their label,
+    all others are -1. Points already -1 stay -1; n_c counts only points labelled c.
+
+    Same arguments and seed -> identical output (one generator, classes drawn in sorted order).
+    """
+    p, per_class = resolve_label_amount(label_fraction, labels_per_class)
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=np.int64)
+    observed = np.full_like(y, -1)
+    for c in sorted(labelled_classes):
+        members = np.flatnonzero(y == c)
+        n_c = len(members)
+        if n_c == 0:
+            raise UsageError(
+                f"class {c} has no labelled training examples: remove it from --labelled-classes"
+            )
+        # Python's round (half to even) is the documented rule: round(p * n_c).
+        k = per_class if per_class is not None else int(round(p * n_c))
+        if k > n_c:
+            raise UsageError(
+                f"--labels-per-class {k} is more than class {c} has ({n_c} labelled training "
+                "examples): lower it"
+            )
+        if k == 0:
+            raise UsageError(
+                f"--label-fraction {p} gives class {c} ({n_c} examples) no labels at all: "
+                "raise it or use --labels-per-class"
+            )
+        observed[rng.choice(members, size=k, replace=False)] = c
+    return observed
+
+
+def make_masked_dataset(
+    dataset: Dataset,
+    labelled_classes: Sequence[int],
+    *,
+    label_fraction: float | None = None,
+    labels_per_class: int | None = None,
+    seed: int = 0,
+) -> MaskedDataset:
+    """Mask `dataset`'s training labels; keep its true labels in the evaluation-only slot."""
+    p, per_class = resolve_label_amount(label_fraction, labels_per_class)
+    labelled = tuple(sorted(int(c) for c in labelled_classes))
+    _check_classes(list(labelled), ",".join(map(str, labelled)), dataset.n_classes)
+    observed = choose_labelled(
+        dataset.y_train, labelled, label_fraction=p, labels_per_class=per_class, seed=seed
+    )
+    counts = np.bincount(observed[observed >= 0], minlength=dataset.n_classes)
+    metadata = MaskMetadata(
+        dataset=dataset.name,
+        source_checksum=dataset.source_checksum,
+        labelled_classes=labelled,
+        hidden_classes=tuple(c for c in range(dataset.n_classes) if c not in labelled),
+        labelled_counts=tuple(int(n) for n in counts),
+        seed=int(seed),
+        regime=regime_of(len(labelled), dataset.n_classes),
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        label_fraction=p if labelled else None,
+        labels_per_class=per_class if labelled else None,
+    )
+    return MaskedDataset(
+        x_train=dataset.x_train,
+        y_observed=observed,
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+        class_names=dataset.class_names,
+        input_kind=dataset.input_kind,
+        metadata=metadata,
+        y_train_true=dataset.y_train.copy(),
+    )

@@ -1,0 +1,115 @@
+"""Reading a user's own data: .npz (x, y[, x_test, y_test]), .csv (features + a label column)
+or .h5 (datasets x, y[, x_test, y_test]). Nothing is ever unpickled."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from susl_cli.data.formats import as_features, as_labels, check_same_length
+from susl_cli.errors import DataError
+from susl_cli.storage.masked import read_user_h5
+
+UserArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+_NAMES = ("x", "y", "x_test", "y_test")
+
+
+def read_user_arrays(path: Path, label_column: str = "label") -> UserArrays:
+    """x_train (float32), y_train (int64, -1 = unlabelled), x_test and y_test (or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist: check the path")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        raw = _read_npz(path)
+    elif suffix == ".csv":
+        raw = _read_csv(path, label_column)
+    elif suffix in (".h5", ".hdf5"):
+        raw = read_user_h5(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
+    return _validate(path, raw)
+
+
+def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:
+    x = as_features(raw["x"], f"{path} (x)")
+    y = as_labels(raw["y"], f"{path} (y)")
+    check_same_length(x, y, str(path))
+    if ("x_test" in raw) != ("y_test" in raw):
+        have, lack = ("x_test", "y_test") if "x_test" in raw else ("y_test", "x_test")
+        raise DataError(f"{path} has {have} but no {lack}: give both or neither")
+    if "x_test" not in raw:
+        return x, y, None, None
+    x_test = as_features(raw["x_test"], f"{path} (x_test)")
+    y_test = as_labels(raw["y_test"], f"{path} (y_test)")
+    check_same_length(x_test, y_test, f"{path} (test set)")
+    if x_test.shape[1:] != x.shape[1:]:
+        raise DataError(
+            f"{path}: x_test rows have shape {x_test.shape[1:]} but x rows {x.shape[1:]}"
+        )
+    return x, y, x_test, y_test
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    # np.load falls back to unpickling for unknown formats; only ever hand it a zip archive.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an .npz archive (truncated or corrupt): recreate it "
+                        "with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            present = set(archive.files)
+            if not {"x", "y"} <= present:
+                raise DataError(
+                    f"{path} lacks array(s) {', '.join(sorted({'x', 'y'} - present))} (found: "
+                    f"{', '.join(sorted(present)) or 'nothing'}): save inputs as x and labels as y"
+                )
+            return {k: np.asarray(archive[k]) for k in _NAMES if k in present}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise DataError(f"{path} holds object arrays, which need pickle (never used by "
+                            "susl): save plain numeric arrays") from None
+        raise DataError(f"{path} is truncated or corrupt ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path} is truncated or corrupt ({err})") from None
+
+
+def _read_csv(path: Path, label_column: str) -> dict[str, np.ndarray]:
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path} is not a readable CSV file ({first})") from None
+    if label_column not in frame.columns:
+        shown = ", ".join(map(str, frame.columns[:8]))
+        raise DataError(
+            f"{path} has no label column {label_column!r} (columns: {shown}): name it with "
+            "--label-column"
+        )
+    features = frame.drop(columns=[label_column])
+    if features.shape[1] == 0:
+        raise DataError(f"{path} has no feature columns besides {label_column!r}")
+    text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if text:
+        raise DataError(
+            f"{path}: column(s) {', '.join(text[:5])} are not numeric: susl needs numeric "
+            "features (encode or drop them)"
+        )
+    return {"x": features.to_numpy(dtype=np.float64), "y": _csv_labels(path, frame[label_column])}
+
+
+def _csv_labels(path: Path, labels: pd.Series) -> np.ndarray:
+    """Labels as floats with empty cells -> -1 (unlabelled); words are refused."""
+    numeric = pd.to_numeric(labels, errors="coerce")
+    words = labels.notna() & numeric.isna()
+    if words.any():
+        raise DataError(
+            f"{path}: label {labels[words].iloc[0]!r} in column {labels.name!r} is not a number: "
+            "labels must be integers 0..C-1, or empty / -1 for unlabelled"
+        )
+    return numeric.fillna(-1).to_numpy(dtype=np.float64)

@@ -1,0 +1,103 @@
+"""Pure log-density, divergence and expectation functions. All return per-example tensors.
+
+Shapes: B = batch, E = number of y settings evaluated per example (K when enumerating,
+1 when sampling), K = components, D = input dimensions, Z = latent dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x) for independent Bernoullis with the given logits, summed over the last axis.
+
+    `x` broadcasts against `logits` (x: (B, 1, D), logits: (B, E, D) -> (B, E)).
+    """
+    x = x.expand_as(logits)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def log_gaussian_fixed(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """log N(x | mean, sigma^2 I) summed over the last axis."""
+    sq = (x - mean).pow(2).sum(-1)
+    d = mean.shape[-1]
+    return -0.5 * (sq / sigma**2 + d * (LOG_2PI + 2 * math.log(sigma)))
+
+
+def log_normal_diag(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z | mean, diag exp(logvar)) summed over the last axis."""
+    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
+def kl_normal_diag(
+    q_mean: torch.Tensor, q_logvar: torch.Tensor, p_mean: torch.Tensor, p_logvar: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(q_mean, exp q_logvar) || N(p_mean, exp p_logvar)), diagonal, summed over last axis."""
+    ratio = torch.exp(q_logvar - p_logvar)
+    return 0.5 * (ratio + (q_mean - p_mean).pow(2) * torch.exp(-p_logvar) - 1 - q_logvar
+                  + p_logvar).sum(-1)
+
+
+def sample_normal(
+    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Reparameterised draw z = mean + sigma * eps."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """H[Cat(softmax(logits))] over the last axis."""
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def gumbel_softmax_st(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One straight-through Gumbel-softmax sample: exactly one-hot forward, relaxed gradient.
+
+    One-hot in the forward pass keeps every network input and the p(z|y) look-up exact, as in
+    enumeration; the gradient flows through the tempered softmax (Jang et al. 2017).
+    """
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    soft = F.softmax((logits + gumbel) / temperature, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+TermsFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+def expectation_over_y(
+    terms_fn: TermsFn,
+    qy_logits: torch.Tensor,
+    estimator: str,
+    temperature: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """E_{q(y|x)}[terms(y)] for each named term: the one place the unknown label is summed out.
+
+    `terms_fn` maps one-hot labels of shape (B, E, K) to named (B, E) tensors.
+    - "enumerate": exact sum over all K components weighted by q(y|x) (E = K).
+    - "gumbel": one straight-through Gumbel-softmax sample per example (E = 1).
+    Returns named (B,) tensors.
+    """
+    batch, k = qy_logits.shape
+    if estimator == "enumerate":
+        eye = torch.eye(k, device=qy_logits.device, dtype=qy_logits.dtype)
+        terms = terms_fn(eye.expand(batch, k, k))  # each (B, K)
+        probs = F.softmax(qy_logits, dim=-1)
+        return {name: (probs * value).sum(-1) for name, value in terms.items()}
+    if estimator == "gumbel":
+        y = gumbel_softmax_st(qy_logits, temperature, generator).unsqueeze(1)  # (B, 1, K)
+        return {name: value.squeeze(1) for name, value in terms_fn(y).items()}
+    raise ValueError(f"unknown y estimator {estimator!r}")

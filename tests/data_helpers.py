@@ -1,0 +1,96 @@
+"""Tiny synthetic data files and a local HTTP server for the data-layer tests."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import struct
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from click.testing import Result
+
+HAR_CHANNELS = (
+    "body_acc_x", "body_acc_y", "body_acc_z", "body_gyro_x", "body_gyro_y", "body_gyro_z",
+    "total_acc_x", "total_acc_y", "total_acc_z",
+)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def write_har_folder(root: Path, n_train: int = 12, n_test: int = 6, features: bool = False,
+                     seed: int = 0) -> Path:
+    """The official UCI HAR layout under root/uci-har/UCI HAR Dataset, with tiny random data."""
+    rng = np.random.default_rng(seed)
+    base = root / "uci-har" / "UCI HAR Dataset"
+    for split, n in (("train", n_train), ("test", n_test)):
+        signals = base / split / "Inertial Signals"
+        signals.mkdir(parents=True, exist_ok=True)
+        for channel in HAR_CHANNELS:
+            np.savetxt(signals / f"{channel}_{split}.txt", rng.normal(size=(n, 128)), fmt="%.7e")
+        labels = np.arange(n) % 6 + 1  # 1-based, every class present
+        np.savetxt(base / split / f"y_{split}.txt", labels, fmt="%d")
+        if features:
+            np.savetxt(base / split / f"X_{split}.txt", rng.normal(size=(n, 561)), fmt="%.7e")
+    return root
+
+
+def write_npz(path: Path, n: int = 60, n_classes: int = 3, seed: int = 0, **extra) -> Path:
+    """Small user npz: x (n, 4) real-valued, y cycling through 0..n_classes-1."""
+    rng = np.random.default_rng(seed)
+    arrays = {"x": rng.normal(size=(n, 4)), "y": np.arange(n) % n_classes}
+    arrays.update(extra)
+    np.savez(path, **arrays)
+    return path
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (stdlib name)
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """Serve `root` over real HTTP on 127.0.0.1 from a thread; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def assert_one_line_error(result: Result, *, absent: Path | None = None,
+                          contains: str | None = None) -> str:
+    """The CLI contract for failures: non-zero exit, exactly one stderr line, no traceback,
+    and (when given) no file at `absent` nor temporary leftovers beside it."""
+    assert result.exit_code != 0, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), repr(result.stderr)
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    if contains is not None:
+        assert contains in result.stderr, result.stderr
+    if absent is not None:
+        assert not absent.exists()
+        if absent.parent.is_dir():
+            assert not [p for p in absent.parent.iterdir() if p.name.startswith(f".{absent.name}")]
+    return result.stderr

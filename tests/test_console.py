@@ -1,0 +1,118 @@
+"""Terminal rendering: tables say the right numbers under the right names; quiet is silent."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from susl_cli.console import (
+    SilentProgress,
+    confusion_table,
+    make_progress,
+    metrics_table,
+    runs_summary_table,
+)
+from susl_cli.metrics import evaluate_assignments, summarise_runs
+
+
+def _render(table: Table) -> str:
+    console = Console(record=True, width=120)
+    console.print(table)
+    return console.export_text()
+
+
+def _metrics():
+    # Same case as test_metrics._sus_case: 6/8 majority, 3/4 known and novel.
+    return evaluate_assignments(
+        [0, 0, 1, 1, 2, 3, 3, 2],
+        [0, 1, 1, 1, 2, 3, 3, 3],
+        n_components=5,
+        n_classes=4,
+        labelled_classes=(0, 1),
+    )
+
+
+def test_metrics_table_names_protocols_and_values() -> None:
+    text = _render(metrics_table(_metrics(), "MNIST test set"))
+    assert "MNIST test set" in text
+    assert "cluster accuracy (majority mapping, fitted on test)" in text
+    assert "Hungarian accuracy (one-to-one" in text
+    assert "known-class accuracy (classifier labels, no relabelling)" in text
+    assert "novel-class accuracy (majority mapping" in text
+    assert "75.0%" in text
+    assert "4/5" in text  # components used k/K
+    assert "NMI" in text and "ARI" in text
+
+
+def test_metrics_table_shows_nan_as_not_available() -> None:
+    m = evaluate_assignments([0, 1], [0, 1], n_components=2, n_classes=2, labelled_classes=())
+    text = _render(metrics_table(m, "unsupervised"))
+    assert "n/a" in text
+    assert "100.0%" in text
+
+
+def test_confusion_table_counts_and_styles() -> None:
+    matrix = [[5, 1, 0], [0, 3, 2]]
+    table = confusion_table(matrix, ["cat", "dog"], ["cat", "dog", "unmapped"], "confusion")
+    text = _render(table)
+    for label in ("cat", "dog", "unmapped", "confusion"):
+        assert label in text
+    # Styles: diagonal green, zeros dim, a 40% off-diagonal share red.
+    cells = [list(column.cells) for column in table.columns]
+    assert cells[1][0].style == "bold green"  # row cat, column cat
+    assert cells[3][0].style == "dim"  # row cat, column unmapped (0)
+    assert cells[3][1].style == "bold red"  # row dog, unmapped: 2/5
+
+
+def test_confusion_table_without_diagonal_highlights_row_maximum() -> None:
+    table = confusion_table([[1, 4]], ["cat"], ["k0", "k1"], "raw", diagonal=False)
+    cells = [list(column.cells) for column in table.columns]
+    assert cells[2][0].style == "bold green"
+
+
+def test_runs_summary_table_in_percent_with_paper_column() -> None:
+    runs = [_metrics(), _metrics()]
+    summary = summarise_runs(runs)
+    summary["cluster_acc_majority"] = (0.925, 0.003)
+    table = runs_summary_table(
+        summary, n_runs=2, paper_reference={"cluster_acc_majority": (92.5, 0.3)}
+    )
+    text = _render(table)
+    assert "mean ± sd over 2 runs" in text
+    assert text.count("92.5 ± 0.3") == 2  # ours and the paper's
+    assert "components used" in text and "4.0 ± 0.0" in text  # a count, not a percent
+
+
+def test_runs_summary_table_single_run_has_no_sd() -> None:
+    text = _render(runs_summary_table({"nmi": (0.5, float("nan"))}, n_runs=1))
+    (row,) = [line for line in text.splitlines() if "NMI (" in line]
+    assert "50.0" in row and "±" not in row
+
+
+def test_silent_progress_prints_nothing(capsys) -> None:
+    progress = make_progress(quiet=True)
+    assert isinstance(progress, SilentProgress)
+    with progress:
+        task = progress.add_task("training", total=3)
+        for _ in progress.track(range(3)):
+            progress.advance(task)
+        progress.update(task, info="loss 1.0")
+    progress.start()
+    progress.stop()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_progress_shows_description_counts_and_info() -> None:
+    console = Console(record=True, width=120, force_terminal=False)
+    progress = make_progress(quiet=False, console=console)
+    assert isinstance(progress, Progress)
+    with progress:
+        task = progress.add_task("epoch 1", total=4)
+        other = progress.add_task("no info field", total=1)  # must render without `info`
+        progress.advance(task, 4)
+        progress.advance(other)
+        progress.update(task, info="elbo -98.7")
+    text = console.export_text()
+    assert "epoch 1" in text and "4/4" in text and "elbo -98.7" in text
