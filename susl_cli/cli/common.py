@@ -9,11 +9,43 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 ships its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover  older typer uses click itself
+    from click import exceptions as click_errors
 
 from susl_cli import __version__
 from susl_cli.errors import SuslError
 
+
+class OneLineErrorGroup(TyperGroup):
+    """Print click's usage errors (bad option value, missing option) as one line, not a box."""
+
+    def main(self, args: Any = None, prog_name: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as err:
+            err.show()  # bare `susl`: show the help, as users expect
+            sys.exit(0)
+        except click_errors.ClickException as err:
+            ctx = getattr(err, "ctx", None)
+            where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            message = " ".join(err.format_message().split()).rstrip(".")
+            sys.stderr.write(f"error: {message}{where}\n")
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            sys.stderr.write("error: aborted\n")
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrorGroup,
     name="susl",
     help=(
         "Semi-unsupervised learning: train deep generative models that classify the "
