@@ -68,7 +68,8 @@ def gumbel_softmax_st(
     enumeration; the gradient flows through the tempered softmax (Jang et al. 2017).
     """
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    exponential = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # -log u ~ Exp(1)
+    gumbel = -torch.log(exponential)
     soft = F.softmax((logits + gumbel) / temperature, dim=-1)
     hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft
