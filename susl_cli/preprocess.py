@@ -1,0 +1,79 @@
+"""Input transforms fitted on the training inputs and applied identically everywhere after.
+
+- Images (Bernoulli likelihood): keep only input dimensions whose standard deviation over
+  the training set is > 0.1 (paper appendix A); values stay grey levels in [0, 1].
+- Real-valued data (Gaussian likelihood): standardise each dimension with training mean and
+  standard deviation; constant dimensions carry no information and are dropped.
+The transform is stored in every checkpoint so test and new data go through the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from susl_cli.errors import DataError
+
+STD_THRESHOLD = 0.1  # paper: keep pixels with training std > 0.1
+CONSTANT_STD = 1e-8
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """Flatten, select `kept` columns, then (x - offset) / scale."""
+
+    input_shape: tuple[int, ...]  # shape of one raw example, e.g. (28, 28) or (9, 128)
+    kept: np.ndarray  # (D,) int64 indices into the flattened input
+    offset: np.ndarray  # (D,) float32
+    scale: np.ndarray  # (D,) float32
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.kept.size)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Raw examples (N, *input_shape) -> float32 model inputs (N, D)."""
+        x = np.asarray(x, dtype=np.float32)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"inputs have shape {tuple(x.shape[1:])} per example but the model was trained "
+                f"on {self.input_shape}: give data laid out like the training data"
+            )
+        flat = x.reshape(len(x), -1)[:, self.kept]
+        return ((flat - self.offset) / self.scale).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"input_shape": np.asarray(self.input_shape, dtype=np.int64), "kept": self.kept,
+                "offset": self.offset, "scale": self.scale}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> InputTransform:
+        return cls(tuple(int(v) for v in arrays["input_shape"]),
+                   np.asarray(arrays["kept"], dtype=np.int64),
+                   np.asarray(arrays["offset"], dtype=np.float32),
+                   np.asarray(arrays["scale"], dtype=np.float32))
+
+
+def fit_transform(x_train: np.ndarray, likelihood: str) -> InputTransform:
+    """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs."""
+    x = np.asarray(x_train, dtype=np.float32)
+    flat = x.reshape(len(x), -1)
+    std = flat.std(axis=0, dtype=np.float64)
+    if likelihood == "bernoulli":
+        if flat.min() < 0 or flat.max() > 1:
+            raise DataError(
+                "a Bernoulli likelihood needs inputs in [0, 1]: use --likelihood gaussian for "
+                "real-valued data"
+            )
+        kept = np.flatnonzero(std > STD_THRESHOLD)
+        offset = np.zeros(kept.size, np.float32)
+        scale = np.ones(kept.size, np.float32)
+    else:
+        kept = np.flatnonzero(std > CONSTANT_STD)
+        offset = flat[:, kept].mean(axis=0, dtype=np.float64).astype(np.float32)
+        scale = std[kept].astype(np.float32)
+    if kept.size == 0:
+        raise DataError("every input dimension is (nearly) constant over the training set: "
+                        "nothing to learn from; check the data")
+    return InputTransform(tuple(int(s) for s in x.shape[1:]), kept.astype(np.int64), offset, scale)

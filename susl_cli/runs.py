@@ -1,0 +1,187 @@
+"""A training run's state: building it from a mask file, saving and restoring it.
+
+A run is (configs, input transform, model, optimizer, history, mask identity). Checkpoints
+hold all of it as plain arrays, so an interrupted run resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from susl_cli import __version__
+from susl_cli.config import ModelConfig, TrainConfig, from_dict, to_dict
+from susl_cli.errors import ConfigError, DeviceError, FileFormatError
+from susl_cli.models import build_model
+from susl_cli.models.base import SuslModel
+from susl_cli.objective import class_prior, default_extra_components, estimate_labelled_mass
+from susl_cli.preprocess import InputTransform, fit_transform
+from susl_cli.storage.checkpoint import CheckpointData, read_checkpoint, write_checkpoint
+from susl_cli.storage.masked import MaskedDataset, file_sha256
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What a user may choose about the model before the data fixes its dimensions.
+
+    None means "the ModelConfig default"; `extra_components` None means 40 when some class
+    has no labels and 0 otherwise; `likelihood` None means from the data (images: Bernoulli).
+    """
+
+    model: str | None = None  # None: ModelConfig's default (gmdgm), or the resumed run's
+    extra_components: int | None = None
+    latent_dim: int | None = None
+    hidden_units: int | None = None
+    likelihood: str | None = None
+    gaussian_sigma: float | None = None
+    init: str | None = None
+    labelled_mass: float | None = None
+
+
+@dataclass
+class Run:
+    """Everything a training loop needs; `epoch` counts completed epochs."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    transform: InputTransform
+    model: SuslModel
+    optimizer: torch.optim.Optimizer
+    meta: dict[str, Any]
+    epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> CUDA when available, else CPU; an explicit CUDA request must be satisfiable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is available: "
+                          "use --device cpu or --device auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+
+
+def make_model_config(masked: MaskedDataset, transform_dim: int, options: ModelOptions,
+                      likelihood: str) -> ModelConfig:
+    """Fix K, the prior and the input size from the mask; the rest from the user's options."""
+    meta = masked.metadata
+    labelled = masked.labelled_classes
+    extra = options.extra_components
+    if extra is None:
+        extra = default_extra_components(len(labelled), masked.n_classes)
+    if extra < 0:
+        raise ConfigError(f"--extra-components must be >= 0, got {extra}")
+    if len(labelled) + extra == 0:
+        raise ConfigError("no labelled classes and no extra components: give "
+                          "--extra-components N (N > 0) to cluster unlabelled data")
+    counts = np.asarray([meta.labelled_counts[c] for c in labelled], dtype=float)
+    mass = options.labelled_mass
+    if mass is None and len(labelled) and extra:
+        mass = estimate_labelled_mass(counts, meta.label_fraction, len(masked.y_observed),
+                                      masked.n_classes)
+    chosen = {k: v for k, v in dataclasses.asdict(options).items()
+              if v is not None and k in {f.name for f in dataclasses.fields(ModelConfig)}}
+    chosen["likelihood"] = likelihood
+    return ModelConfig(**{**chosen, "input_dim": transform_dim,
+                          "n_components": len(labelled) + extra, "n_labelled": len(labelled),
+                          "prior": class_prior(counts, extra, mass)})
+
+
+def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
+            train_config: TrainConfig, device: torch.device) -> Run:
+    """Build a fresh, seeded run for a mask file."""
+    likelihood = options.likelihood or ("bernoulli" if masked.input_kind == "image" else "gaussian")
+    transform = fit_transform(masked.x_train, likelihood)
+    model_config = make_model_config(masked, transform.output_dim, options, likelihood)
+    model = build_model(model_config)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global RNG
+        torch.manual_seed(train_config.seed)
+        model.reset_parameters()
+    model.to(device)
+    meta = {
+        "model": model_config.model,
+        "mask_sha256": file_sha256(mask_path),
+        "mask_file": str(mask_path),
+        "dataset": masked.metadata.dataset,
+        "regime": masked.metadata.regime,
+        "class_names": list(masked.class_names),
+        "n_classes": masked.n_classes,
+        "labelled_classes": list(masked.labelled_classes),
+        "hidden_classes": list(masked.hidden_classes),
+        "input_kind": masked.input_kind,
+        "seed": train_config.seed,
+        "susl_version": __version__,
+    }
+    return Run(model_config, train_config, transform, model, make_optimizer(model, train_config),
+               meta)
+
+
+def make_optimizer(model: SuslModel, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                            weight_decay=config.weight_decay)
+
+
+def save_run(run: Run, path: Path, completed: bool) -> None:
+    meta = {**run.meta, "epoch": run.epoch, "completed": completed,
+            "model_config": to_dict(run.model_config), "train_config": to_dict(run.train_config)}
+    write_checkpoint(path, CheckpointData(
+        meta=meta,
+        weights={k: v.detach().cpu().numpy() for k, v in run.model.state_dict().items()},
+        optimizer=_flatten_optimizer(run.optimizer),
+        history={k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()},
+        transform=run.transform.to_arrays(),
+    ), overwrite=True)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu",
+               with_optimizer: bool = False) -> Run:
+    """Rebuild a run (model in eval mode) from a checkpoint file."""
+    data = read_checkpoint(path, with_optimizer=with_optimizer)
+    try:
+        model_config = from_dict(ModelConfig, data.meta["model_config"])
+        train_config = from_dict(TrainConfig, data.meta["train_config"])
+        model = build_model(model_config)
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in data.weights.items()}
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise FileFormatError(f"{str(path)!r} is not a complete susl checkpoint ({err}): "
+                              "retrain or resume it") from None
+    model.to(device).eval()
+    optimizer = make_optimizer(model, train_config)
+    if with_optimizer and data.optimizer:
+        optimizer.load_state_dict(_unflatten_optimizer(data.optimizer, optimizer, device))
+    history = {k: [float(x) for x in v] for k, v in data.history.items()}
+    meta = {k: v for k, v in data.meta.items()
+            if k not in ("model_config", "train_config", "epoch", "completed")}
+    meta["completed"] = bool(data.meta.get("completed", False))
+    return Run(model_config, train_config, InputTransform.from_arrays(data.transform), model,
+               optimizer, meta, int(data.meta["epoch"]), history)
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    flat = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            flat[f"{index}/{key}"] = torch.as_tensor(value).detach().cpu().numpy()
+    return flat
+
+
+def _unflatten_optimizer(flat: dict[str, np.ndarray], optimizer: torch.optim.Optimizer,
+                         device: torch.device | str) -> dict[str, Any]:
+    """The fresh optimizer's own param groups, with the stored per-parameter state."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in flat.items():
+        index, key = name.split("/", 1)
+        tensor = torch.from_numpy(np.asarray(value))
+        # Adam keeps `step` on the CPU; the moment estimates live with the parameters.
+        state.setdefault(int(index), {})[key] = tensor if key == "step" else tensor.to(device)
+    return {**optimizer.state_dict(), "state": state}

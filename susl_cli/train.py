@@ -1,0 +1,283 @@
+"""Fitting a run: minibatch loop, learning-rate schedule, checkpoints, resume, interrupts.
+
+Protocol (spec section 4): each step takes one unlabelled batch and one labelled batch (the
+small labelled set is cycled); one epoch is one pass over the unlabelled points. Image batches
+are re-binarised every step (x ~ Bernoulli(grey level)). Randomness for epoch e comes from a
+generator seeded with (seed, e), so a run resumed at an epoch boundary draws exactly what an
+uninterrupted run would have drawn.
+
+This module never reads test labels or the evaluation-only true labels of training points.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from susl_cli.config import PAPER_PRESETS, TrainConfig
+from susl_cli.errors import ConfigError, SuslError, TrainingError
+from susl_cli.objective import training_loss
+from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
+from susl_cli.storage.h5 import check_output_path, peek_kind
+from susl_cli.storage.masked import file_sha256, read_masked_dataset
+
+EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
+
+
+class TrainingInterrupted(SuslError):
+    """Ctrl-C: the last finished epoch is on disk; the message says how to resume."""
+
+    exit_code = 130
+
+
+class Observer(Protocol):
+    """What the trainer reports; the CLI draws it, tests can record it."""
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def steps_done(self, n: int) -> None: ...
+    def epoch_finished(self, record: dict[str, float]) -> None: ...
+
+
+class SilentObserver:
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def steps_done(self, n: int) -> None:
+        pass
+
+    def epoch_finished(self, record: dict[str, float]) -> None:
+        pass
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
+    """Learning rate for 0-based `epoch`: cosine decay from base_lr towards 0 over the run."""
+    if schedule == "constant":
+        return base_lr
+    return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / epochs))
+
+
+@dataclass
+class TrainingData:
+    """Model-ready tensors on the training device (labels as component indices)."""
+
+    x_labelled: torch.Tensor  # (N_l, D)
+    y_labelled: torch.Tensor  # (N_l,) component index
+    x_unlabelled: torch.Tensor  # (N_u, D)
+    binarise: bool
+
+
+def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
+                 device: torch.device) -> TrainingData:
+    """Apply the run's transform and split by the observed labels (-1 = unlabelled)."""
+    x = torch.from_numpy(run.transform.apply(x_train)).to(device)
+    labelled = np.flatnonzero(y_observed >= 0)
+    unlabelled = np.flatnonzero(y_observed < 0)
+    class_to_component = {c: j for j, c in enumerate(run.meta["labelled_classes"])}
+    y = np.asarray([class_to_component[int(c)] for c in y_observed[labelled]], dtype=np.int64)
+    return TrainingData(x[torch.from_numpy(labelled).to(device)], torch.from_numpy(y).to(device),
+                        x[torch.from_numpy(unlabelled).to(device)],
+                        run.model_config.likelihood == "bernoulli")
+
+
+def fit(run: Run, data: TrainingData, out_path: Path,
+        observer: Observer | None = None) -> Run:
+    """Train from `run.epoch` to `run.train_config.epochs`, checkpointing to `out_path`."""
+    observer = observer or SilentObserver()
+    config = run.train_config
+    last_saved = run.epoch
+    snapshot = None
+    while run.epoch < config.epochs:
+        try:
+            record = _train_epoch(run, data, observer)
+        except KeyboardInterrupt:
+            if snapshot is not None and last_saved < run.epoch:
+                save_run(snapshot, out_path, completed=False)
+                last_saved = run.epoch
+            raise TrainingInterrupted(
+                f"interrupted during epoch {run.epoch + 1}; {last_saved} finished epochs are "
+                f"saved in {str(out_path)!r}: continue with --resume"
+            ) from None
+        if not all(math.isfinite(v) for v in record.values()):
+            raise TrainingError(
+                f"the loss became NaN or infinite in epoch {run.epoch + 1}; the last good "
+                f"checkpoint (epoch {last_saved}) is kept in {str(out_path)!r}: lower "
+                "--learning-rate or set --grad-clip, then retrain"
+            )
+        run.epoch += 1
+        record["train_labelled_acc"] = labelled_accuracy(run, data)
+        for key, value in record.items():
+            run.history.setdefault(key, []).append(value)
+        done = run.epoch == config.epochs
+        if done or run.epoch % config.checkpoint_every == 0:
+            save_run(run, out_path, completed=done)
+            last_saved = run.epoch
+        elif config.checkpoint_every > 1:
+            snapshot = _snapshot(run)
+        observer.epoch_finished(record)
+    return run
+
+
+def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, float]:
+    config = run.train_config
+    model, device = run.model, run.model.log_prior.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed * EPOCH_SEED_STRIDE + run.epoch)
+    lr = cosine_lr(config.learning_rate, run.epoch, config.epochs, config.lr_schedule)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batches_u, batches_l = _batch_indices(data, config.batch_size, config.labelled_batch_size,
+                                          generator, device)
+    observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    start = time.perf_counter()
+    for idx_u, idx_l in zip(batches_u, batches_l, strict=True):
+        x_u = _maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator) \
+            if idx_u is not None else None
+        x_l = y_l = None
+        if idx_l is not None:
+            x_l = _maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
+            y_l = data.y_labelled[idx_l]
+        out = training_loss(model, x_l, y_l, x_u, config, generator)
+        run.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
+        run.optimizer.step()
+        for key, value in out.terms.items():  # summed on the device: no sync per step
+            sums[key] = sums.get(key, 0) + value
+        observer.steps_done(1)
+    n_steps = max(len(batches_u), 1)
+    record = {k: float(v) / n_steps for k, v in sums.items()}  # one sync per epoch
+    seconds = time.perf_counter() - start
+    n_seen = len(data.x_unlabelled) if len(data.x_unlabelled) else len(data.x_labelled)
+    record.update(epoch=float(run.epoch + 1), lr=lr, seconds=seconds,
+                  samples_per_s=n_seen / max(seconds, 1e-9))
+    return record
+
+
+def _batch_indices(data: TrainingData, batch_u: int, batch_l: int,
+                   generator: torch.Generator, device: torch.device) -> tuple[list, list]:
+    """Unlabelled batches covering every point once; labelled batches cycled alongside.
+
+    With no unlabelled data (fully labelled) an epoch is one pass over the labelled points.
+    """
+    n_u, n_l = len(data.x_unlabelled), len(data.x_labelled)
+    if n_u == 0:
+        perm = torch.randperm(n_l, generator=generator, device=device)
+        labelled = list(perm.split(batch_l))
+        return [None] * len(labelled), labelled
+    unlabelled = list(torch.randperm(n_u, generator=generator, device=device).split(batch_u))
+    if n_l == 0:
+        return unlabelled, [None] * len(unlabelled)
+    needed = len(unlabelled) * batch_l
+    repeats = math.ceil(needed / n_l)
+    cycled = torch.cat([torch.randperm(n_l, generator=generator, device=device)
+                        for _ in range(repeats)])[:needed]
+    return unlabelled, list(cycled.split(batch_l))
+
+
+def _maybe_binarise(x: torch.Tensor, binarise: bool, generator: torch.Generator) -> torch.Tensor:
+    return torch.bernoulli(x, generator=generator) if binarise else x
+
+
+@torch.no_grad()
+def labelled_accuracy(run: Run, data: TrainingData, batch: int = 10_000) -> float:
+    """Accuracy of q(y|x) on the labelled training points (the only labels training sees)."""
+    if len(data.x_labelled) == 0:
+        return float("nan")
+    run.model.eval()
+    correct = torch.zeros((), device=data.x_labelled.device)
+    for start in range(0, len(data.x_labelled), batch):
+        logits = run.model.classifier_logits(data.x_labelled[start:start + batch])
+        correct += (logits.argmax(-1) == data.y_labelled[start:start + batch]).sum()
+    return float(correct) / len(data.x_labelled)
+
+
+def _snapshot(run: Run) -> Run:
+    """A copy of the run's state at an epoch boundary (to save on Ctrl-C between checkpoints)."""
+    return copy.deepcopy(run)
+
+
+def train_mask_file(
+    mask_path: Path,
+    out_path: Path,
+    *,
+    options: ModelOptions,
+    train_overrides: dict[str, object],
+    preset: str | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    observer: Observer | None = None,
+) -> Run:
+    """Train (or resume training) a model on a mask file, checkpointing to `out_path`.
+
+    `train_overrides` holds the TrainConfig fields the user set; the rest come from the
+    preset (paper Table A.1 for the mask's dataset) or the TrainConfig defaults.
+    """
+    mask_path, out_path = Path(mask_path), Path(out_path)
+    torch_device = resolve_device(device)
+    if resume:
+        peek_kind(out_path)  # a clear message when there is nothing to resume
+    else:
+        check_output_path(out_path, overwrite)
+    masked = read_masked_dataset(mask_path)  # observed labels only: never the true ones
+    if resume:
+        run = _resume(mask_path, out_path, options, train_overrides, torch_device)
+    else:
+        options, train_config = _apply_preset(preset, masked.metadata.dataset, options,
+                                              train_overrides)
+        run = new_run(masked, mask_path, options, train_config, torch_device)
+    data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
+    return fit(run, data, out_path, observer)
+
+
+def _apply_preset(preset: str | None, dataset: str, options: ModelOptions,
+                  overrides: dict[str, object]) -> tuple[ModelOptions, TrainConfig]:
+    values: dict[str, object] = {}
+    if preset == "paper":
+        if dataset not in PAPER_PRESETS:
+            raise ConfigError(f"--preset paper has values for {', '.join(PAPER_PRESETS)}, "
+                              f"not {dataset!r}: set the sizes yourself")
+        p = PAPER_PRESETS[dataset]
+        values = {"batch_size": p.batch_size, "labelled_batch_size": p.batch_size,
+                  "learning_rate": p.learning_rate}
+        options = dataclasses.replace(
+            options,
+            latent_dim=options.latent_dim or p.latent_dim,
+            hidden_units=options.hidden_units or p.hidden_units,
+        )
+    elif preset not in (None, "default"):
+        raise ConfigError(f"unknown --preset {preset!r}: use paper or default")
+    return options, TrainConfig(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
+            overrides: dict[str, object], device: torch.device) -> Run:
+    run = load_model(out_path, device, with_optimizer=True)
+    if run.meta["mask_sha256"] != file_sha256(mask_path):
+        raise ConfigError(f"{str(out_path)!r} was trained on another mask file "
+                          f"({run.meta['mask_file']!r}): resume with that file, or start a new "
+                          "run with --overwrite")
+    if options.model and options.model != run.model_config.model:
+        raise ConfigError(f"{str(out_path)!r} holds a {run.model_config.model} model, not "
+                          f"{options.model}: drop --model or start a new run")
+    changed = sorted(k for k in overrides if k not in ("epochs", "checkpoint_every"))
+    if changed:
+        raise ConfigError(f"--resume continues the stored settings; these cannot change: "
+                          f"{', '.join(changed)}")
+    run.train_config = dataclasses.replace(run.train_config, **overrides)  # type: ignore[arg-type]
+    if run.epoch >= run.train_config.epochs:
+        raise ConfigError(f"{str(out_path)!r} already finished {run.epoch} epochs: "
+                          "raise --epochs to train longer")
+    run.model.train()
+    return run
