@@ -271,7 +271,9 @@ def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
     if options.model and options.model != run.model_config.model:
         raise ConfigError(f"{str(out_path)!r} holds a {run.model_config.model} model, not "
                           f"{options.model}: drop --model or start a new run")
-    changed = sorted(k for k in overrides if k not in ("epochs", "checkpoint_every"))
+    stored = dataclasses.asdict(run.train_config)
+    changed = sorted(k for k, v in overrides.items()
+                     if k not in ("epochs", "checkpoint_every") and stored.get(k) != v)
     if changed:
         raise ConfigError(f"--resume continues the stored settings; these cannot change: "
                           f"{', '.join(changed)}")
