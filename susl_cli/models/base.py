@@ -104,9 +104,11 @@ class SuslModel(nn.Module):
         """
         k = self.config.n_components
         device = self.log_prior.device
-        y = nn.functional.one_hot(components.to(device), k).float()  # (C, K)
+        dtype = self.log_prior.dtype
+        y = nn.functional.one_hot(components.to(device), k).to(dtype)  # (C, K)
         mean, logvar = self.prior_z(y)  # (C, Z)
-        eps = torch.randn((n_rows, 1, self.config.latent_dim), generator=generator, device=device)
+        eps = torch.randn((n_rows, 1, self.config.latent_dim), generator=generator, device=device,
+                          dtype=dtype)
         z = mean.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * eps  # (R, C, Z)
         return self.mean_x(self.decoder_output(z, y.expand(n_rows, -1, -1)))
 
@@ -114,5 +116,5 @@ class SuslModel(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior mean of z under the most probable component: E_q(z|x, argmax q(y|x))[z]."""
         y = nn.functional.one_hot(self.classifier_logits(x).argmax(-1), self.config.n_components)
-        mean, _ = self.posterior_z(x.unsqueeze(1), y.float().unsqueeze(1))
+        mean, _ = self.posterior_z(x.unsqueeze(1), y.to(x.dtype).unsqueeze(1))
         return mean.squeeze(1)
