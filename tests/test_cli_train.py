@@ -66,3 +66,16 @@ def test_train_refuses_checkpoint_as_mask_and_existing_output(tiny_mask, tmp_pat
                               "--out", str(tmp_path / "y.h5")])
     assert bad.exit_code != 0 and "latent-dim" in bad.stderr
     assert not (tmp_path / "y.h5").exists()
+
+
+def test_info_describes_checkpoint(tiny_mask: Path, tmp_path: Path, runner):
+    out = tmp_path / "run.h5"
+    assert runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--quiet",
+                               "--extra-components", "2", "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["info", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    info = json.loads(result.stdout)
+    assert info["kind"] == "checkpoint" and info["epoch"] == 1 and info["completed"] is True
+    assert info["model_config"]["n_components"] == 4

@@ -18,9 +18,12 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
+from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.console import make_progress
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
+from susl_cli.storage.checkpoint import read_checkpoint_meta
+from susl_cli.storage.h5 import KIND_CHECKPOINT
 from susl_cli.train import train_mask_file
 
 MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls in MODELS.items())
@@ -161,3 +164,30 @@ def _summary_table(s: dict) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _describe_checkpoint(path: Path) -> dict:
+    meta = read_checkpoint_meta(path)
+    return {"file": str(path), "kind": "checkpoint", **meta}
+
+
+def _checkpoint_table(s: dict) -> Table:
+    table = Table(title="checkpoint", show_header=False)
+    mc, tc = s.get("model_config", {}), s.get("train_config", {})
+    rows = [
+        ("file", s["file"]), ("model", s.get("model", "?")),
+        ("trained on", f"{s.get('mask_file')} ({s.get('dataset')}, {s.get('regime')})"),
+        ("mask sha256", f"{str(s.get('mask_sha256', ''))[:16]}..."),
+        ("epochs", f"{s.get('epoch')} of {tc.get('epochs')}"
+                   + (" (finished)" if s.get("completed") else " (resumable)")),
+        ("components K", f"{mc.get('n_components')} ({mc.get('n_labelled')} labelled)"),
+        ("latent / hidden", f"{mc.get('latent_dim')} / {mc.get('hidden_units')}"),
+        ("likelihood", str(mc.get("likelihood"))), ("seed", str(s.get("seed"))),
+        ("susl version", str(s.get("susl_version"))),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+INFO_HANDLERS[KIND_CHECKPOINT] = (_describe_checkpoint, _checkpoint_table)
