@@ -107,6 +107,9 @@ def class_prior(
     """
     counts = np.asarray(labelled_counts, dtype=float)
     n_labelled = counts.size
+    if n_labelled + n_extra == 0:
+        raise ConfigError("no labelled classes and no extra components: give "
+                          "--extra-components N (N > 0) to cluster unlabelled data")
     if n_labelled == 0:
         return tuple([1.0 / n_extra] * n_extra)
     if n_extra == 0:

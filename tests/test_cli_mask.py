@@ -218,4 +218,4 @@ def test_info_failures(runner, tmp_path: Path) -> None:
     ckpt = tmp_path / "c.h5"
     with atomic_h5_write(ckpt, KIND_CHECKPOINT, overwrite=False):
         pass
-    assert_one_line_error(runner.invoke(app, ["info", str(ckpt)]), contains="cannot describe")
+    assert_one_line_error(runner.invoke(app, ["info", str(ckpt)]), contains="damaged or incomplete")

@@ -104,8 +104,9 @@ def test_kl_normal_diag_equals_monte_carlo_mean_of_log_ratio() -> None:
 
 def test_categorical_entropy_matches_torch_categorical() -> None:
     g = _gen(8)
-    logits = torch.cat([torch.randn(10, 6, generator=g, dtype=DT),
-                        40 * torch.randn(2, 6, generator=g, dtype=DT)])
+    logits = torch.cat(
+        [torch.randn(10, 6, generator=g, dtype=DT), 40 * torch.randn(2, 6, generator=g, dtype=DT)]
+    )
     got = losses.categorical_entropy(logits)
     torch.testing.assert_close(got, Categorical(logits=logits).entropy())
     uniform = losses.categorical_entropy(torch.zeros(1, 6, dtype=DT))
@@ -230,8 +231,10 @@ def _loop_over_y(terms_fn, qy_logits: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def test_enumerate_equals_explicit_loop_for_an_arbitrary_terms_fn() -> None:
     g = _gen(24)
-    features, mixing = torch.randn(5, 4, generator=g, dtype=DT), torch.randn(4, 3, generator=g,
-                                                                              dtype=DT)
+    features, mixing = (
+        torch.randn(5, 4, generator=g, dtype=DT),
+        torch.randn(4, 3, generator=g, dtype=DT),
+    )
     qy_logits = torch.randn(5, 4, generator=g, dtype=DT)
     terms_fn = _toy_terms(features, mixing)
     got = losses.expectation_over_y(terms_fn, qy_logits, "enumerate")
@@ -243,8 +246,15 @@ def test_enumerate_equals_explicit_loop_for_an_arbitrary_terms_fn() -> None:
 
 
 def _small_model(name: str) -> torch.nn.Module:
-    config = ModelConfig(model=name, input_dim=10, n_components=4, n_labelled=2, latent_dim=3,
-                         hidden_units=16, prior=(0.4, 0.3, 0.2, 0.1))
+    config = ModelConfig(
+        model=name,
+        input_dim=10,
+        n_components=4,
+        n_labelled=2,
+        latent_dim=3,
+        hidden_units=16,
+        prior=(0.4, 0.3, 0.2, 0.1),
+    )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(config)
@@ -292,8 +302,10 @@ def test_enumerate_equals_loop_for_all_model_terms_with_z_at_the_mean(
 
 def test_gumbel_returns_terms_at_the_sampled_one_hot() -> None:
     g = _gen(27)
-    features, mixing = torch.randn(8, 5, generator=g, dtype=DT), torch.randn(5, 2, generator=g,
-                                                                              dtype=DT)
+    features, mixing = (
+        torch.randn(8, 5, generator=g, dtype=DT),
+        torch.randn(5, 2, generator=g, dtype=DT),
+    )
     qy_logits = torch.randn(8, 5, generator=g, dtype=DT, requires_grad=True)
     terms_fn = _toy_terms(features, mixing)
     seen: list[torch.Tensor] = []

@@ -62,13 +62,14 @@ def initialise(module: nn.Module, scheme: str) -> None:
     """Reset every Linear layer: biases zero; kernels per `scheme`.
 
     "paper": all kernels N(0, 0.001^2). "reference": Glorot-normal hidden kernels, and
-    N(0, 0.001^2) for output heads (layers named `head`, `mean`, `logvar`), as the authors' code.
+    N(0, 0.001^2) for output heads (`head`, `*_head`, `mean`, `logvar`), as the authors' code.
     """
     heads = {"head", "mean", "logvar"}
     for name, layer in module.named_modules():
         if not isinstance(layer, nn.Linear):
             continue
-        is_head = name.rsplit(".", 1)[-1] in heads
+        last = name.rsplit(".", 1)[-1]
+        is_head = last in heads or last.endswith("_head")
         if scheme == "paper" or is_head:
             nn.init.normal_(layer.weight, 0.0, HEAD_STD)
         else:
