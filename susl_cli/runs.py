@@ -110,7 +110,7 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
     meta = {
         "model": model_config.model,
         "mask_sha256": file_sha256(mask_path),
-        "mask_file": str(mask_path),
+        "mask_file": str(Path(mask_path).resolve()),
         "dataset": masked.metadata.dataset,
         "regime": masked.metadata.regime,
         "class_names": list(masked.class_names),

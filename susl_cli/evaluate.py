@@ -1,0 +1,107 @@
+"""Scoring a trained model: predict with q(y|x) and compute every metric of spec section 7.
+
+The mapping from components to classes is fitted either on the scored (test) points, the
+paper's protocol, or on the training points with their evaluation-only true labels, so that
+the test set is only scored. The output always says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from susl_cli.errors import DataError, FileFormatError, UsageError
+from susl_cli.metrics import Metrics, evaluate_assignments
+from susl_cli.runs import Run, load_model, resolve_device
+from susl_cli.storage.masked import MaskedDataset, read_masked_dataset
+
+FIT_CHOICES = ("test", "train")
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one checkpoint on one dataset, plus what the figures need."""
+
+    checkpoint: str
+    data_file: str
+    run: Run
+    metrics: Metrics
+    probs: np.ndarray  # (N, K) q(y|x) on the scored points
+    y_true: np.ndarray  # (N,) true classes of the scored points
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.run.meta["class_names"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "data": self.data_file,
+                "model": self.run.model_config.model, "epochs": self.run.epoch,
+                "mask_sha256": self.run.meta["mask_sha256"], "seed": self.run.meta["seed"],
+                "metrics": self.metrics.to_dict()}
+
+
+@torch.no_grad()
+def predict_probs(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """q(y|x) for raw inputs (N, *input_shape), through the run's stored input transform."""
+    x = run.transform.apply(x_raw)
+    device = run.model.log_prior.device
+    run.model.eval()
+    out = []
+    for start in range(0, len(x), batch):
+        chunk = torch.from_numpy(x[start:start + batch]).to(device)
+        out.append(torch.softmax(run.model.classifier_logits(chunk), -1).cpu().numpy())
+    if not out:
+        return np.zeros((0, run.model_config.n_components), np.float32)
+    return np.concatenate(out)
+
+
+def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
+    """The mask file to score on: `data`, else the one the run was trained on."""
+    path = Path(data) if data is not None else Path(run.meta["mask_file"])
+    if not path.exists():
+        raise FileFormatError(
+            f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
+            "pass --data MASK.h5"
+        )
+    return path
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping: str = "test",
+                        device: str = "cpu") -> Evaluation:
+    """Score a checkpoint on the test set of its mask file (or of `data`)."""
+    if fit_mapping not in FIT_CHOICES:
+        raise UsageError(f"--fit-mapping must be test or train, got {fit_mapping!r}")
+    run = load_model(Path(checkpoint), resolve_device(device))
+    data_file = resolve_data_file(run, Path(checkpoint), data)
+    masked = read_masked_dataset(data_file, with_true_labels=fit_mapping == "train")
+    _check_compatible(run, masked, data_file)
+    if masked.x_test is None or masked.y_test is None or len(masked.y_test) == 0:
+        raise DataError(f"{str(data_file)!r} has no test set to score: make the mask from data "
+                        "with a test split")
+    probs = predict_probs(run, masked.x_test)
+    fit_components = fit_true = None
+    if fit_mapping == "train":
+        if masked.y_train_true is None:
+            raise DataError(f"{str(data_file)!r} holds no true training labels: use "
+                            "--fit-mapping test")
+        fit_components = predict_probs(run, masked.x_train).argmax(-1)
+        fit_true = masked.y_train_true
+    metrics = evaluate_assignments(
+        probs.argmax(-1), masked.y_test, n_components=run.model_config.n_components,
+        n_classes=len(run.meta["class_names"]), labelled_classes=run.meta["labelled_classes"],
+        fit_components=fit_components, fit_true=fit_true)
+    return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, masked.y_test)
+
+
+def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:
+    shape = tuple(masked.x_train.shape[1:])
+    if shape != run.transform.input_shape:
+        raise DataError(f"{str(path)!r} holds inputs of shape {shape}, the model was trained on "
+                        f"{run.transform.input_shape}: score it on data of the same layout")
+    if len(masked.class_names) != len(run.meta["class_names"]):
+        raise DataError(f"{str(path)!r} has {len(masked.class_names)} classes, the model's data "
+                        f"had {len(run.meta['class_names'])}: use a mask of the same dataset")
