@@ -32,6 +32,7 @@ class Evaluation:
     metrics: Metrics
     probs: np.ndarray  # (N, K) q(y|x) on the scored points
     y_true: np.ndarray  # (N,) true classes of the scored points
+    x: np.ndarray  # (N, *input_shape) the scored points, raw (for figures)
 
     @property
     def class_names(self) -> list[str]:
@@ -57,6 +58,17 @@ def predict_probs(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
     if not out:
         return np.zeros((0, run.model_config.n_components), np.float32)
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def embed_points(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Posterior means E_q(z|x, argmax q(y|x))[z] of raw inputs: (N, latent_dim)."""
+    x = run.transform.apply(x_raw)
+    device = run.model.log_prior.device
+    run.model.eval()
+    out = [run.model.embed(torch.from_numpy(x[s:s + batch]).to(device)).cpu().numpy()
+           for s in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, run.model_config.latent_dim), np.float32)
 
 
 def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
@@ -94,7 +106,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
         probs.argmax(-1), masked.y_test, n_components=run.model_config.n_components,
         n_classes=len(run.meta["class_names"]), labelled_classes=run.meta["labelled_classes"],
         fit_components=fit_components, fit_true=fit_true)
-    return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, masked.y_test)
+    return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, masked.y_test,
+                      masked.x_test)
 
 
 def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:
