@@ -73,6 +73,9 @@ class TrainConfig:
     y_estimator: YEstimator = "enumerate"
     gumbel_temperature: float = 0.5
     kl: KLMode = "analytic"  # same objective as one-sample MC, lower variance
+    # Extra weight on KL(mean_batch q(y|x) || p(y)), the part of the ELBO's KL(q(y|x) || p(y))
+    # that ties the aggregate posterior to the prior. 0 = the paper's objective exactly.
+    marginal_kl: float = 0.0
     grad_clip: float = 0.0  # elementwise clip of gradients to [-c, c]; 0 disables
     weight_decay: float = 0.0
     seed: int = 0
@@ -83,7 +86,7 @@ class TrainConfig:
         for name in ("learning_rate", "gumbel_temperature"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
-        for name in ("alpha", "grad_clip", "weight_decay"):
+        for name in ("alpha", "grad_clip", "weight_decay", "marginal_kl"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
         if self.y_estimator not in ("enumerate", "gumbel"):

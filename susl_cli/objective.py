@@ -45,9 +45,14 @@ def unlabelled_elbo(
     temperature: float,
     kl: str,
     generator: torch.Generator | None,
+    logits: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,) tensors."""
-    logits = model.classifier_logits(x)
+    """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,) tensors.
+
+    `logits` of q(y|x) may be passed in when the caller needs them too.
+    """
+    if logits is None:
+        logits = model.classifier_logits(x)
     x3 = x.unsqueeze(1)  # (B, 1, D): broadcast over the label settings, computed once
 
     def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -79,15 +84,31 @@ def training_loss(
         logged["elbo_l"] = lab["elbo"].mean()
         logged["ce_l"] = -log_qy.mean()
     if x_unlabelled is not None:
+        logits = model.classifier_logits(x_unlabelled)
         unl = unlabelled_elbo(model, x_unlabelled, config.y_estimator, config.gumbel_temperature,
-                              config.kl, generator)
+                              config.kl, generator, logits)
         loss = loss - unl["elbo"].mean()
+        if config.marginal_kl:
+            marginal = marginal_kl(logits, model.log_prior)
+            loss = loss + config.marginal_kl * marginal
+            logged["marginal_kl_u"] = marginal
         logged["elbo_u"] = unl["elbo"].mean()
         logged["recon_u"] = unl["recon"].mean()
         logged["kl_z_u"] = unl["kl_z"].mean()
         logged["kl_y_u"] = unl["kl_y"].mean()
     logged["loss"] = loss
     return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
+
+
+def marginal_kl(logits: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """KL(q_bar || p(y)) with q_bar = the batch mean of q(y|x): how far the share of points each
+    component receives is from the prior's. The ELBO's mean KL(q(y|x) || p(y)) equals the
+    mutual information I(x; y) under q plus this term, so weighting it more keeps the aggregate
+    posterior near p(y) (no component starved) without asking any one q(y|x) to be uncertain.
+    """
+    log_q = torch.log_softmax(logits, -1)  # (B, K)
+    log_q_bar = torch.logsumexp(log_q, 0) - torch.log(torch.tensor(float(len(logits))))  # (K,)
+    return (log_q_bar.exp() * (log_q_bar - log_prior)).sum()
 
 
 def default_extra_components(n_labelled: int, n_classes: int) -> int:

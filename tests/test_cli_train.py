@@ -79,3 +79,81 @@ def test_info_describes_checkpoint(tiny_mask: Path, tmp_path: Path, runner):
     info = json.loads(result.stdout)
     assert info["kind"] == "checkpoint" and info["epoch"] == 1 and info["completed"] is True
     assert info["model_config"]["n_components"] == 4
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_mask, tmp_path, runner, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run.h5"
+    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--device", "cuda",
+                                               "--epochs", "1", "--out", str(out)]))
+    assert "--device cpu" in line
+    assert not out.exists()
+
+
+def test_resume_refuses_another_mask_or_model(tiny_mask, tmp_path, runner, tiny_image_run):
+    out = tmp_path / "run.h5"
+    args = ["--epochs", "1", "--extra-components", "2", "--quiet", "--device", "cpu"]
+    assert runner.invoke(app, ["train", str(tiny_mask), *args, "--out", str(out)]).exit_code == 0
+    before = out.read_bytes()
+    other_mask = tiny_image_run[0]
+    line = _one_line_error(runner.invoke(app, ["train", str(other_mask), "--epochs", "2",
+                                               "--resume", "--out", str(out)]))
+    assert "another mask" in line
+    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+                                               "--model", "m2", "--resume", "--out", str(out)]))
+    assert "gmdgm" in line
+    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+                                               "--alpha", "3", "--resume", "--out", str(out)]))
+    assert "alpha" in line
+    assert out.read_bytes() == before  # nothing clobbered by the refusals
+
+
+def test_resume_without_a_checkpoint(tiny_mask, tmp_path, runner):
+    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--resume", "--out",
+                                               str(tmp_path / "none.h5")]))
+    assert "none.h5" in line
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--hidden-units", "0", "--hidden-units"),
+    ("--latent-dim", "-3", "--latent-dim"),
+    ("--batch-size", "0", "--batch-size"),
+    ("--epochs", "0", "--epochs"),
+    ("--learning-rate", "-1", "--learning-rate"),
+    ("--alpha", "-1", "--alpha"),
+    ("--extra-components", "-1", "--extra-components"),
+    ("--y-estimator", "sometimes", "y-estimator"),
+    ("--model", "m3", "m3"),
+])
+def test_impossible_hyper_parameters(tiny_mask, tmp_path, runner, option, value, needle):
+    out = tmp_path / "run.h5"
+    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1",
+                                               option, value, "--out", str(out)]))
+    assert needle in line
+    assert not out.exists()
+
+
+def test_semi_supervised_model_on_a_sus_mask_is_accidental_sus(tiny_mask, tmp_path, runner):
+    """--extra-components 0 on a SUS mask: K = the labelled classes only (paper Table 1)."""
+    out = tmp_path / "accidental.h5"
+    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--quiet",
+                                 "--extra-components", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).model_config.n_components == 2
+
+
+def test_corrupt_mask_file(tmp_path, runner):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
+    line = _one_line_error(runner.invoke(app, ["train", str(bad), "--out",
+                                               str(tmp_path / "r.h5")]))
+    assert "bad.h5" in line

@@ -318,3 +318,28 @@ def test_train_config_rejects_impossible_values(overrides: dict) -> None:
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().alpha = 1.0  # type: ignore[misc]
+
+
+def test_marginal_kl_is_kl_of_the_batch_mean_posterior() -> None:
+    from susl_cli.objective import marginal_kl
+
+    torch.manual_seed(0)
+    logits = torch.randn(7, 4)
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    q_bar = torch.softmax(logits, -1).mean(0)
+    expected = (q_bar * (q_bar / prior).log()).sum()
+    assert torch.allclose(marginal_kl(logits, prior.log()), expected, atol=1e-6)
+    # Zero exactly when the batch's share per component is the prior's.
+    matched = prior.log().expand(5, 4)
+    assert abs(float(marginal_kl(matched, prior.log()))) < 1e-6
+
+
+def test_marginal_kl_weight_adds_to_the_loss() -> None:
+    model = build_model(ModelConfig(input_dim=6, n_components=3, n_labelled=1, latent_dim=2,
+                                    hidden_units=8))
+    model.reset_parameters()
+    x = torch.rand(5, 6)
+    plain = training_loss(model, None, None, x, TrainConfig(), torch.Generator().manual_seed(0))
+    extra = training_loss(model, None, None, x, TrainConfig(marginal_kl=2.0),
+                          torch.Generator().manual_seed(0))
+    assert torch.allclose(extra.loss, plain.loss + 2.0 * extra.terms["marginal_kl_u"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,12 +20,30 @@ from susl_cli.cli.common import (
     handle_errors,
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
+from susl_cli.config import ModelConfig, TrainConfig
 from susl_cli.console import make_progress
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.h5 import KIND_CHECKPOINT
 from susl_cli.train import train_mask_file
+
+
+def _default(config_class: type, name: str) -> str:
+    """' [default: X]' read from the config dataclass, so defaults live in one place.
+
+    The bracket is escaped: Typer renders help as rich markup, where [..] is a style tag.
+    """
+    value = {f.name: f.default for f in dataclasses.fields(config_class)}[name]
+    return f" \\[default: {value}]"
+
+
+def _opt(flag: str, text: str, config_class: type | None = None, name: str = "",
+         *aliases: str) -> object:
+    """An option that defaults to None (= "not set": the config or preset decides)."""
+    default = _default(config_class, name) if config_class is not None else ""
+    return typer.Option(None, flag, *aliases, help=text + default)
+
 
 MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls in MODELS.items())
 
@@ -62,51 +81,50 @@ class ProgressObserver:
 def train(
     mask_file: Path = typer.Argument(..., help="Masked dataset made by `susl mask`."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.h5)."),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP + " [default: gmdgm]"),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs (passes over the unlabelled "
-                               "data) [default: 400]."),
-    seed: int = typer.Option(None, "--seed", help="Seed for initialisation, batches and "
-                             "sampling [default: 0]."),
+    model: str = _opt("--model", MODEL_HELP, ModelConfig, "model", "-m"),
+    epochs: int = _opt("--epochs", "Epochs (passes over the unlabelled data)", TrainConfig,
+                       "epochs"),
+    seed: int = _opt("--seed", "Seed for initialisation, batches and sampling", TrainConfig,
+                     "seed"),
     device: str = DEVICE_OPTION,
-    preset: str = typer.Option(None, "--preset", help="'paper': Table A.1 sizes, batch and "
-                               "learning rate for mnist, fashion-mnist or har."),
-    extra_components: int = typer.Option(None, "--extra-components", help="Components offered "
-                                         "to hidden classes [default: 40 if some class has no "
-                                         "labels, else 0; 0 on a SUS mask = accidental SUS]."),
-    latent_dim: int = typer.Option(None, "--latent-dim", help="Size of z [default: 5]."),
-    hidden_units: int = typer.Option(None, "--hidden-units", help="Units per hidden layer "
-                                     "[default: 200]."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Unlabelled points per step "
-                                   "[default: 100]."),
-    labelled_batch_size: int = typer.Option(None, "--labelled-batch-size", help="Labelled "
-                                            "points per step [default: 100]."),
-    learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="Adam step size "
-                                        "[default: 0.001]."),
-    lr_schedule: str = typer.Option(None, "--lr-schedule", help="cosine or constant "
-                                    "[default: cosine]."),
-    alpha: float = typer.Option(None, "--alpha", help="Weight of the labelled cross-entropy "
-                                "[default: 50]."),
-    y_estimator: str = typer.Option(None, "--y-estimator", help="enumerate (exact sum over "
-                                    "components) or gumbel (one sample) [default: enumerate]."),
-    gumbel_temperature: float = typer.Option(None, "--gumbel-temperature",
-                                             help="Gumbel-softmax temperature [default: 0.5]."),
-    kl: str = typer.Option(None, "--kl", help="analytic or sampled KL for z "
-                           "[default: analytic]."),
-    grad_clip: float = typer.Option(None, "--grad-clip", help="Clip gradients elementwise to "
-                                    "[-c, c]; 0 = off [default: 0]."),
-    weight_decay: float = typer.Option(None, "--weight-decay", help="Adam weight decay "
-                                       "[default: 0]."),
-    likelihood: str = typer.Option(None, "--likelihood", help="bernoulli or gaussian "
-                                   "[default: bernoulli for images, else gaussian]."),
-    gaussian_sigma: float = typer.Option(None, "--gaussian-sigma", help="Fixed std of the "
-                                         "Gaussian likelihood on standardised data "
-                                         "[default: 1]."),
-    init: str = typer.Option(None, "--init", help="reference (Glorot hidden, N(0,1e-6) heads) "
-                             "or paper (all N(0,1e-6)) [default: reference]."),
-    labelled_mass: float = typer.Option(None, "--labelled-mass", help="Prior mass p(y) of the "
-                                        "labelled classes [default: estimated from the mask]."),
-    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Epochs between "
-                                         "checkpoint writes [default: 1]."),
+    preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
+                       "mnist, fashion-mnist or har."),
+    extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
+                                 "\\[default: 40 if some class has no labels, else 0; 0 on a "
+                                 "SUS mask = accidental SUS]."),
+    latent_dim: int = _opt("--latent-dim", "Size of z", ModelConfig, "latent_dim"),
+    hidden_units: int = _opt("--hidden-units", "Units per hidden layer", ModelConfig,
+                             "hidden_units"),
+    batch_size: int = _opt("--batch-size", "Unlabelled points per step", TrainConfig,
+                           "batch_size"),
+    labelled_batch_size: int = _opt("--labelled-batch-size", "Labelled points per step",
+                                    TrainConfig, "labelled_batch_size"),
+    learning_rate: float = _opt("--learning-rate", "Adam step size", TrainConfig,
+                                "learning_rate", "--lr"),
+    lr_schedule: str = _opt("--lr-schedule", "cosine or constant", TrainConfig, "lr_schedule"),
+    alpha: float = _opt("--alpha", "Weight of the labelled cross-entropy", TrainConfig,
+                        "alpha"),
+    marginal_kl: float = _opt("--marginal-kl", "Extra weight on KL(batch-mean q(y|x) || p(y)); "
+                              "0 = the paper's objective", TrainConfig, "marginal_kl"),
+    y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
+                            "(one sample)", TrainConfig, "y_estimator"),
+    gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
+                                     TrainConfig, "gumbel_temperature"),
+    kl: str = _opt("--kl", "analytic or sampled KL for z", TrainConfig, "kl"),
+    grad_clip: float = _opt("--grad-clip", "Clip gradients elementwise to \\[-c, c]; 0 = off",
+                            TrainConfig, "grad_clip"),
+    weight_decay: float = _opt("--weight-decay", "Adam weight decay", TrainConfig,
+                               "weight_decay"),
+    likelihood: str = _opt("--likelihood", "bernoulli or gaussian \\[default: bernoulli for "
+                           "images, else gaussian]."),
+    gaussian_sigma: float = _opt("--gaussian-sigma", "Fixed std of the Gaussian likelihood on "
+                                 "standardised data", ModelConfig, "gaussian_sigma"),
+    init: str = _opt("--init", "reference (Glorot hidden, N(0,1e-6) heads) or paper (all "
+                     "N(0,1e-6))", ModelConfig, "init"),
+    labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "
+                                "\\[default: estimated from the mask]."),
+    checkpoint_every: int = _opt("--checkpoint-every", "Epochs between checkpoint writes",
+                                 TrainConfig, "checkpoint_every"),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = OVERWRITE_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -119,6 +137,7 @@ def train(
     overrides = {k: v for k, v in dict(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, alpha=alpha,
+        marginal_kl=marginal_kl,
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
     ).items() if v is not None}
