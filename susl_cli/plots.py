@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,78 @@ def plot_image_grid(
     for spine in ax.spines.values():
         spine.set_visible(False)
     _save_figure(fig, path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+
+
+# --- labelled sample grids (pixel-exact) ------------------------------------------------------
+
+TITLE_FONT_PT = 7
+CAPTION_FONT_PT = 7
+CHAR_PX = 6  # approximate width of one character at 7 pt and DPI 100
+LINE_PX = 12  # height of one line of 7-pt text at DPI 100
+MIN_GRID_FIGURE_WIDTH = 320  # narrow grids get side margins so the caption stays readable
+
+
+def sample_grid_layout(
+    grid_shape: tuple[int, int], column_titles: Sequence[str], tile_width: int, caption: str
+) -> tuple[int, int, bool, list[str]]:
+    """Pixel layout of `plot_sample_grid`: (title band, width, vertical titles, caption lines).
+
+    Titles stand upright above their column when every line fits in a tile, else they are
+    written vertically (one line each) in a band tall enough for the longest. The figure is
+    the grid's width (at least MIN_GRID_FIGURE_WIDTH) and title band + grid + caption tall.
+    """
+    lines = [line for title in column_titles for line in str(title).split("\n")]
+    vertical = max((len(line) for line in lines), default=0) * CHAR_PX > tile_width - 4
+    if vertical:
+        longest = max(len(" ".join(str(t).split("\n"))) for t in column_titles)
+        band = 8 + CHAR_PX * longest
+    else:
+        band = 6 + LINE_PX * max(len(str(t).split("\n")) for t in column_titles)
+    width = max(grid_shape[1], MIN_GRID_FIGURE_WIDTH)
+    wrapped = textwrap.wrap(caption, width=max(20, (width - 8) // CHAR_PX)) if caption else []
+    return band, width, vertical, wrapped
+
+
+def plot_sample_grid(
+    images: Any,
+    path: str | os.PathLike[str],
+    *,
+    n_rows: int,
+    n_cols: int,
+    column_titles: Sequence[str],
+    caption: str = "",
+    scale: int = 2,
+    pad: int = 2,
+    metadata: dict[str, str] | None = None,
+) -> tuple[int, int]:
+    """Write (n_rows * n_cols, H, W) grey images as a titled grid PNG; return (height, width).
+
+    Unlike `plot_image_grid` with titles, the size is exact and known in advance: the grid
+    of `compose_grid` at one image pixel per `scale` x `scale` block, a band of column titles
+    above it and the wrapped `caption` below it (see `sample_grid_layout`). `metadata` goes
+    into the PNG's text chunks (seed, checkpoint), so a figure says how it was made.
+    """
+    grid = compose_grid(images, n_rows=n_rows, n_cols=n_cols, pad=pad, scale=scale)
+    if len(column_titles) != n_cols:
+        raise DataError(f"{len(column_titles)} column titles for {n_cols} columns")
+    grid_h, grid_w = grid.shape
+    tile_w = (grid_w - (n_cols + 1) * pad) // n_cols
+    band, width, vertical, lines = sample_grid_layout(grid.shape, column_titles, tile_w, caption)
+    caption_px = LINE_PX * len(lines) + 8 if lines else 0
+    height = band + grid_h + caption_px
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    left = (width - grid_w) // 2
+    ax = fig.add_axes((left / width, caption_px / height, grid_w / width, grid_h / height))
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    for col, title in enumerate(column_titles):
+        x = left + pad + col * (tile_w + pad) + tile_w / 2
+        text = " ".join(str(title).split("\n")) if vertical else str(title)
+        fig.text(x / width, (caption_px + grid_h + 3) / height, text, ha="center",
+                 va="bottom", rotation=90 if vertical else 0, fontsize=TITLE_FONT_PT,
+                 linespacing=1.0)
+    if lines:
+        fig.text(4 / width, (caption_px - 4) / height, "\n".join(lines), ha="left", va="top",
+                 fontsize=CAPTION_FONT_PT, linespacing=1.2)
+    _save_figure(fig, path, dpi=DPI, metadata=metadata or {})
+    return height, width

@@ -43,6 +43,23 @@ class InputTransform:
         flat = x.reshape(len(x), -1)[:, self.kept]
         return ((flat - self.offset) / self.scale).astype(np.float32)
 
+    def to_input_space(self, v: np.ndarray, fill: float | np.ndarray = 0.0) -> np.ndarray:
+        """Model vectors (N, D) -> float32 examples (N, *input_shape): the inverse of `apply`.
+
+        Kept columns are un-standardised (v * scale + offset). The columns `apply` dropped
+        were (nearly) constant in training, so the model cannot say anything about them; they
+        take `fill`: a scalar, or one flattened raw example such as the training mean (the
+        transform does not store it, so callers pass it when they have the training data).
+        """
+        v = np.asarray(v, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.output_dim:
+            raise DataError(f"model vectors have shape {v.shape}, expected (N, {self.output_dim})")
+        n_flat = int(np.prod(self.input_shape))
+        fill_row = np.broadcast_to(np.asarray(fill, dtype=np.float32), (n_flat,))
+        flat = np.tile(fill_row, (len(v), 1))  # (N, prod(input_shape))
+        flat[:, self.kept] = v * self.scale + self.offset
+        return flat.reshape(len(v), *self.input_shape)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"input_shape": np.asarray(self.input_shape, dtype=np.int64), "kept": self.kept,
                 "offset": self.offset, "scale": self.scale}

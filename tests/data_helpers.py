@@ -94,3 +94,18 @@ def assert_one_line_error(result: Result, *, absent: Path | None = None,
         if absent.parent.is_dir():
             assert not [p for p in absent.parent.iterdir() if p.name.startswith(f".{absent.name}")]
     return result.stderr
+
+
+def read_only_folder(folder: Path, monkeypatch) -> Path:
+    """Create a folder nobody may write into. Root ignores permissions, so under root
+    os.access is also told that the folder is read-only (restored after the test)."""
+    import os
+
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False
+                            if Path(path) == folder and mode & os.W_OK
+                            else real_access(path, mode, **kw))
+    return folder

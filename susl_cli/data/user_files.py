@@ -37,6 +37,32 @@ def read_user_arrays(path: Path, label_column: str = "label") -> UserArrays:
     return _validate(path, raw)
 
 
+def read_user_inputs(path: Path, label_column: str = "label"
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (float32) and x_test (or None) of a user file whose labels are optional.
+
+    For prediction, where labels are never used: a .npz or .h5 needs only `x`, a .csv without
+    the label column is all features (with it, that column is dropped).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist: check the path")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        raw = _read_npz(path, required=("x",))
+    elif suffix == ".csv":
+        raw = _read_csv(path, label_column, label_required=False)
+    elif suffix in (".h5", ".hdf5"):
+        raw = read_user_h5(path, required=("x",))
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
+    x = as_features(raw["x"], f"{path} (x)")
+    x_test = as_features(raw["x_test"], f"{path} (x_test)") if "x_test" in raw else None
+    return x, x_test
+
+
 def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:
     x = as_features(raw["x"], f"{path} (x)")
     y = as_labels(raw["y"], f"{path} (y)")
@@ -56,7 +82,7 @@ def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:
     return x, y, x_test, y_test
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, required: tuple[str, ...] = ("x", "y")) -> dict[str, np.ndarray]:
     # np.load falls back to unpickling for unknown formats; only ever hand it a zip archive.
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is not an .npz archive (truncated or corrupt): recreate it "
@@ -64,9 +90,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             present = set(archive.files)
-            if not {"x", "y"} <= present:
+            if not set(required) <= present:
                 raise DataError(
-                    f"{path} lacks array(s) {', '.join(sorted({'x', 'y'} - present))} (found: "
+                    f"{path} lacks array(s) {', '.join(sorted(set(required) - present))} (found: "
                     f"{', '.join(sorted(present)) or 'nothing'}): save inputs as x and labels as y"
                 )
             return {k: np.asarray(archive[k]) for k in _NAMES if k in present}
@@ -79,12 +105,15 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is truncated or corrupt ({err})") from None
 
 
-def _read_csv(path: Path, label_column: str) -> dict[str, np.ndarray]:
+def _read_csv(path: Path, label_column: str, label_required: bool = True
+              ) -> dict[str, np.ndarray]:
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path} is not a readable CSV file ({first})") from None
+    if label_column not in frame.columns and not label_required:
+        frame = frame.assign(**{label_column: np.nan})  # all unlabelled
     if label_column not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:8]))
         raise DataError(

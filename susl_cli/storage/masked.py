@@ -214,9 +214,9 @@ def describe_masked_dataset(path: Path) -> dict[str, Any]:
     return summary
 
 
-def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_test")
-                 ) -> dict[str, np.ndarray]:
-    """Read the plain datasets `names` (those present) from a user's HDF5 data file."""
+def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_test"),
+                 required: tuple[str, ...] = ("x", "y")) -> dict[str, np.ndarray]:
+    """Read the plain datasets `names` (those present; `required` must be) from a user's HDF5."""
     path = Path(path)
     try:
         f = h5py.File(path, "r")
@@ -231,7 +231,7 @@ def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_te
             )
         if kind is not None:
             raise DataError(f"{path} is a susl {kind} file, not a data file with x and y")
-        missing = [k for k in ("x", "y") if k not in f]
+        missing = [k for k in required if k not in f]
         if missing:
             raise DataError(
                 f"{path} lacks dataset(s) {', '.join(missing)} (found: "

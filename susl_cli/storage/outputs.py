@@ -1,0 +1,69 @@
+"""Result files that susl writes for people: tables as CSV and generated arrays as HDF5.
+
+Both writes are atomic (a temporary file in the destination folder, then a rename), and
+neither replaces an existing file without `overwrite`, like every other susl output.
+
+Sample files (HDF5, `susl_kind="samples"`):
+
+    /                      attrs: susl_kind, format/susl versions, seed, meta (JSON: checkpoint,
+                           mode, caption, class names, ...)
+    /<name>                one array per column: x (N, *input_shape) float32 in input space,
+                           component, mapped_class (-1 = unmapped), row, ...
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from susl_cli.errors import OutputError
+from susl_cli.storage.h5 import atomic_h5_write, check_output_path, put_json_attr, write_array
+
+KIND_SAMPLES = "samples"
+ATTR_META = "meta"
+ATTR_SEED = "seed"
+
+
+def write_csv_atomic(path: Path, frame: pd.DataFrame, overwrite: bool) -> Path:
+    """Write `frame` as CSV (no index) so that `path` appears only once it is complete."""
+    path = Path(path)
+    check_output_path(path, overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"cannot write {str(path)!r}: {err.strerror or err}; choose a "
+                          "writable location") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            frame.to_csv(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result table is for sharing
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        hint = "free some space" if err.errno == errno.ENOSPC else "choose a writable location"
+        raise OutputError(f"cannot write {str(path)!r}: {err.strerror or err}; {hint}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_samples_h5(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                     seed: int, overwrite: bool) -> Path:
+    """Write generated arrays (one per column, same length) and their metadata atomically."""
+    path = Path(path)
+    with atomic_h5_write(path, KIND_SAMPLES, overwrite) as f:
+        put_json_attr(f, ATTR_META, meta)
+        f.attrs[ATTR_SEED] = int(seed)
+        for name, array in arrays.items():
+            write_array(f, name, np.asarray(array))
+    return path
