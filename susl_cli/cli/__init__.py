@@ -6,7 +6,10 @@ Each group of commands lives in its own module and registers itself on `app`.
 from susl_cli.cli.common import app
 
 # Importing the command modules registers their commands on `app`.
-from susl_cli.cli import data_commands, report_commands, train_command, generate_commands  # noqa: E402,F401,E501  isort: skip
+# The order of these imports is the order `susl --help` lists the commands: the session's order.
+from susl_cli.cli import data_commands, train_command  # noqa: E402,F401  isort: skip
+from susl_cli.cli import report_commands, generate_commands  # noqa: E402,F401  isort: skip
+from susl_cli.cli import experiment_command  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:

@@ -1,0 +1,337 @@
+"""Running the experiment grid: its masks, the checks on existing checkpoints, training each
+run (here or in spawned worker processes) and scoring it.
+
+Library layer: no CLI imports, prints nothing. susl_cli.experiment plans; this module runs.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from susl_cli.data.masking import make_masked_dataset
+from susl_cli.data.sources import Dataset, load_dataset
+from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
+from susl_cli.evaluate import evaluate_checkpoint, predict_probs
+from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
+from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
+from susl_cli.storage.checkpoint import read_checkpoint_meta
+from susl_cli.storage.masked import (
+    describe_masked_dataset,
+    file_sha256,
+    read_masked_dataset,
+    write_masked_dataset,
+)
+from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
+
+if TYPE_CHECKING:
+    from susl_cli.experiment import ExperimentPlan, MaskSpec, RunSpec
+
+# ModelOptions fields stored under the same name in a checkpoint's model config.
+_STORED_MODEL_FIELDS = ("latent_dim", "hidden_units", "likelihood", "gaussian_sigma", "init")
+
+
+class DatasetLoader:
+    """Loads the dataset at most once, and only when a mask has to be made."""
+
+    def __init__(self, dataset: str, data_dir: Path | None) -> None:
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self._data: Dataset | None = None
+
+    def get(self) -> Dataset:
+        if self._data is None:
+            self._data = load_dataset(self.dataset, data_dir=self.data_dir)
+        return self._data
+
+
+def restrict_to_classes(data: Dataset, classes: Sequence[int]) -> Dataset:
+    """The training and test points of `classes` only, relabelled 0..len(classes)-1 in order.
+
+    Paper Table 1's "SS" arm: a semi-supervised dataset holding the labelled classes only.
+    """
+    keep = sorted(int(c) for c in classes)
+    new_id = np.full(data.n_classes, -1, dtype=np.int64)
+    new_id[keep] = np.arange(len(keep))
+
+    def subset(x: np.ndarray | None, y: np.ndarray | None) -> tuple[Any, Any]:
+        if x is None or y is None:
+            return None, None
+        rows = np.isin(y, keep)
+        return x[rows], new_id[y[rows]]
+
+    x_train, y_train = subset(data.x_train, data.y_train)
+    x_test, y_test = subset(data.x_test, data.y_test)
+    return Dataset(name=data.name, x_train=x_train, y_train=y_train, x_test=x_test,
+                   y_test=y_test, class_names=tuple(data.class_names[c] for c in keep),
+                   input_kind=data.input_kind, source_checksum=data.source_checksum)
+
+
+def _expected(kind: str, labelled: tuple[int, ...], n_classes: int) -> tuple[tuple[int, ...], int]:
+    """(labelled classes, number of classes) a mask of `kind` must have."""
+    if kind == "us":
+        return (), n_classes
+    if kind == "ss":
+        return tuple(range(n_classes)), n_classes
+    if kind == "ss_known":
+        return tuple(range(len(labelled))), len(labelled)
+    return labelled, n_classes
+
+
+def prepare_masks(masks: Sequence[MaskSpec], labelled: tuple[int, ...], n_classes: int,
+                  label_fraction: float, loader: DatasetLoader) -> Callable[[Path], str]:
+    """Write the missing masks, check the existing ones; return mask path -> sha256."""
+    hashes: dict[Path, str] = {}
+    for mask in masks:
+        classes, n = _expected(mask.kind, labelled, n_classes)
+        if mask.path.exists():
+            hashes[mask.path] = _check_mask(mask, classes, n, label_fraction)
+            continue
+        data = loader.get()
+        if data.x_test is None or data.y_test is None or len(data.y_test) == 0:
+            raise DataError(f"{loader.dataset!r} has no test set, and the experiment scores "
+                            "test sets: add x_test and y_test to the file")
+        source = restrict_to_classes(data, labelled) if mask.kind == "ss_known" else data
+        masked = make_masked_dataset(source, classes, label_fraction=label_fraction,
+                                     seed=mask.seed)
+        mask.path.parent.mkdir(parents=True, exist_ok=True)  # only once data are in hand
+        write_masked_dataset(mask.path, masked)
+        hashes[mask.path] = file_sha256(mask.path)
+    return lambda path: hashes[Path(path)]
+
+
+def _check_mask(mask: MaskSpec, classes: tuple[int, ...], n_classes: int,
+                label_fraction: float) -> str:
+    """The sha256 of an existing mask, after checking it is the one the grid needs."""
+    s = describe_masked_dataset(mask.path)
+    problems = []
+    if tuple(s["labelled_classes"]) != classes:
+        problems.append(f"labelled classes {s['labelled_classes']}, expected {list(classes)}")
+    if len(s["class_names"]) != n_classes:
+        problems.append(f"{len(s['class_names'])} classes, expected {n_classes}")
+    if int(s["seed"]) != mask.seed:
+        problems.append(f"seed {s['seed']}, expected {mask.seed}")
+    if classes and s["label_fraction"] != label_fraction:
+        problems.append(f"label fraction {s['label_fraction']}, expected {label_fraction}")
+    if not s["n_test"]:
+        problems.append("no test set")
+    if problems:
+        raise UsageError(f"{str(mask.path)!r} is not the mask this experiment needs "
+                         f"({'; '.join(problems)}): use another --out, or delete it")
+    return str(s["sha256"])
+
+
+def check_run_settings(checkpoint: Path, model: str, extra_components: int | None,
+                       mask_sha: str, train_settings: dict[str, Any],
+                       model_settings: dict[str, Any]) -> None:
+    """Refuse to skip or resume a checkpoint made with other settings than those asked."""
+    meta = read_checkpoint_meta(checkpoint)
+    stored = {**meta.get("model_config", {}), **meta.get("train_config", {}),
+              "model": meta.get("model")}
+    mc = meta.get("model_config", {})
+    if "n_components" in mc:
+        stored["extra_components"] = int(mc["n_components"]) - int(mc.get("n_labelled", 0))
+    asked: dict[str, Any] = {**train_settings, "model": model}
+    asked.pop("checkpoint_every", None)  # may change between runs, as with --resume
+    asked.update({k: v for k, v in model_settings.items() if k in _STORED_MODEL_FIELDS})
+    if extra_components is not None:
+        asked["extra_components"] = extra_components
+    for key, value in sorted(asked.items()):
+        if stored.get(key) != value:
+            raise ConfigError(f"{str(checkpoint)!r} was trained with {key}={stored.get(key)!r},"
+                              f" this experiment asks {key}={value!r}: use another --out, or "
+                              "delete that checkpoint to retrain it")
+    if meta.get("mask_sha256") != mask_sha:
+        raise ConfigError(f"{str(checkpoint)!r} was trained on another mask than "
+                          f"{meta.get('mask_file')!r} holds now: delete it to retrain it")
+
+
+def score_checkpoint(checkpoint: Path, mask: Path, classes: tuple[int, ...] | None,
+                     device: str = "cpu") -> tuple[Run, Metrics]:
+    """Score on the mask's test set, or only on its points of `classes` (paper Table 1).
+
+    The majority and Hungarian mappings are fitted on the scored test points: the paper's
+    protocol (spec section 7).
+    """
+    if classes is None:
+        evaluation = evaluate_checkpoint(checkpoint, mask, fit_mapping="test", device=device)
+        return evaluation.run, evaluation.metrics
+    run = load_model(checkpoint, resolve_device(device))
+    masked = read_masked_dataset(mask)
+    if masked.x_test is None or masked.y_test is None:
+        raise DataError(f"{str(mask)!r} has no test set to score")
+    keep = np.isin(masked.y_test, classes)
+    if not keep.any():
+        raise DataError(f"{str(mask)!r} has no test points of classes {list(classes)}")
+    probs = predict_probs(run, masked.x_test[keep])  # (M, K)
+    metrics = evaluate_assignments(
+        probs.argmax(-1), masked.y_test[keep], n_components=run.model_config.n_components,
+        n_classes=masked.n_classes, labelled_classes=run.meta["labelled_classes"])
+    return run, metrics
+
+
+def schedule_as_planned(run: Run) -> bool:
+    """Whether every epoch's learning rate is the one the run's final schedule gives it.
+
+    False for a finished run extended to more epochs (its cosine decay restarted) or a run
+    resumed with another epoch count.
+    """
+    config = run.train_config
+    lrs = run.history.get("lr", [])
+    if len(lrs) != run.epoch:
+        return False
+    return all(math.isclose(lr, cosine_lr(config.learning_rate, e, config.epochs,
+                                          config.lr_schedule), rel_tol=1e-6, abs_tol=1e-12)
+               for e, lr in enumerate(lrs))
+
+
+# --- running the runs ---------------------------------------------------------------------------
+
+ACTIONS = ("train", "resume", "extend", "skip")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs to train (if need be) and score one run. Picklable."""
+
+    run: RunSpec
+    action: str                       # one of ACTIONS
+    table: str
+    dataset: str
+    options: ModelOptions
+    overrides: tuple[tuple[str, Any], ...]   # TrainConfig fields, epochs and seed included
+    preset: str | None
+    device: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: RunSpec
+    action: str
+    row: dict[str, Any] | None        # the CSV row; None when the run failed
+    error: str | None
+    seconds: float
+
+
+class ExperimentObserver(Protocol):
+    """What the grid reports; the CLI draws it."""
+
+    def planned(self, total: int, to_train: int) -> None: ...
+    def run_finished(self, outcome: RunOutcome) -> None: ...
+
+
+class SilentExperimentObserver:
+    def planned(self, total: int, to_train: int) -> None:
+        pass
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        pass
+
+
+def decide_action(run: RunSpec, epochs: int) -> str:
+    """train (no checkpoint), skip (finished with >= epochs), resume (interrupted) or extend
+    (finished with fewer epochs than asked)."""
+    if not run.checkpoint.exists():
+        return "train"
+    meta = read_checkpoint_meta(run.checkpoint)
+    done, planned = int(meta["epoch"]), int(meta["train_config"]["epochs"])
+    if meta.get("completed"):
+        return "skip" if done >= epochs else "extend"
+    if done >= epochs:
+        raise ConfigError(f"{str(run.checkpoint)!r} stopped after {done} of {planned} epochs: "
+                          f"ask --epochs {planned} to finish it, or use another --out")
+    return "resume"
+
+
+def make_tasks(plan: ExperimentPlan, mask_sha: Callable[[Path], str]) -> list[RunTask]:
+    """One task per run; existing checkpoints are checked against the asked settings."""
+    config = plan.config
+    tasks = []
+    for run in plan.runs:
+        action = decide_action(run, config.epochs)
+        if action != "train":
+            check_run_settings(run.checkpoint, run.model, run.extra_components,
+                               mask_sha(run.mask.path), config.train_settings,
+                               config.model_settings)
+        options = ModelOptions(**{**config.model_settings, "model": run.model,
+                                  "extra_components": run.extra_components})
+        overrides = {**config.train_settings, "epochs": config.epochs, "seed": run.seed}
+        tasks.append(RunTask(run, action, config.table, config.dataset_key, options,
+                             tuple(sorted(overrides.items())), config.preset_name,
+                             config.device))
+    return tasks
+
+
+def execute_run(task: RunTask) -> RunOutcome:
+    """Train (or resume, or skip) one run, then score it. Runs in a worker process too.
+
+    Domain errors come back in the outcome so that the other runs go on; Ctrl-C
+    (TrainingInterrupted, raised after the last finished epoch is saved) stops the grid.
+    """
+    run = task.run
+    start = time.perf_counter()
+    try:
+        if task.action != "skip":
+            train_mask_file(run.mask.path, run.checkpoint, options=task.options,
+                            train_overrides=dict(task.overrides), preset=task.preset,
+                            device=task.device, resume=task.action in ("resume", "extend"))
+        trained, metrics = score_checkpoint(run.checkpoint, run.mask.path, run.score_classes,
+                                            task.device)
+    except TrainingInterrupted:
+        raise
+    except SuslError as err:
+        return RunOutcome(run, task.action, None, str(err), time.perf_counter() - start)
+    row: dict[str, Any] = {
+        "table": task.table, "dataset": task.dataset, "model": run.model,
+        "regime": run.regime, "seed": run.seed, "mask_seed": run.mask.seed,
+        "epochs": trained.epoch, "completed": bool(trained.meta.get("completed")),
+        "lr_schedule_as_planned": schedule_as_planned(trained),
+        "train_seconds": round(float(sum(trained.history.get("seconds", []))), 2),
+        "n_components": trained.model_config.n_components, "n_points": metrics.n_points,
+        "mapping_fit": metrics.mapping_fit,
+        **{name: getattr(metrics, name) for name in SUMMARY_FIELDS},
+        "checkpoint": str(run.checkpoint), "mask": str(run.mask.path),
+    }
+    return RunOutcome(run, task.action, row, None, time.perf_counter() - start)
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads per worker process: the usable cores shared out, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def execute_tasks(tasks: Sequence[RunTask], jobs: int,
+                  observer: ExperimentObserver) -> list[RunOutcome]:
+    """Run every task: finished runs (only scored) here, the others here too when jobs=1,
+    else in `jobs` spawned worker processes."""
+    outcomes = []
+    local = [t for t in tasks if t.action == "skip" or jobs == 1]
+    pooled = [t for t in tasks if t.action != "skip" and jobs > 1]
+    if len(pooled) == 1:
+        local, pooled = [*local, *pooled], []
+    for task in local:
+        outcomes.append(execute_run(task))
+        observer.run_finished(outcomes[-1])
+    if not pooled:
+        return outcomes
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
+    with context.Pool(min(jobs, len(pooled)), initializer=_init_worker,
+                      initargs=(worker_threads(jobs),)) as pool:
+        for outcome in pool.imap_unordered(execute_run, pooled):
+            outcomes.append(outcome)
+            observer.run_finished(outcome)
+    return outcomes
