@@ -72,8 +72,8 @@ def _mask_and_train(folder: Path, image: bool, model: str = "gmdgm") -> tuple[Pa
     result = runner.invoke(app, ["train", str(mask), "--model", model, "--epochs", "3",
                                  "--batch-size", "20", "--labelled-batch-size", "10",
                                  "--extra-components", "4", "--hidden-units", "16",
-                                 "--latent-dim", "2", "--quiet", "--device", "cpu",
-                                 "--out", str(run)])
+                                 "--latent-dim", "2", "--learning-rate", "0.01", "--quiet",
+                                 "--device", "cpu", "--out", str(run)])
     assert result.exit_code == 0, result.output
     return mask, run
 
