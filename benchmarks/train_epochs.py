@@ -2,14 +2,15 @@
 
     python benchmarks/train_epochs.py --epochs 2 [--model gmdgm] [--y-estimator enumerate]
 
-Reads MNIST from $SUSL_DATA_DIR (or ../shared/datasets). Prints one line per epoch and a
-summary; the numbers are measured on the machine it runs on.
+Reads MNIST from $SUSL_DATA_DIR (or ../shared/datasets). Prints one line per epoch, a
+summary and the process's peak RSS; the numbers are measured on the machine it runs on.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def main() -> None:
     print(f"{args.model} ({args.y_estimator}), K={run.model_config.n_components}: "
           f"median {sorted(rates)[len(rates) // 2]:.0f} unlabelled samples/s over {len(rates)} "
           "epochs")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    print(f"peak RSS {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,50 @@ LOG_2PI = math.log(2 * math.pi)
 def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log p(x) for independent Bernoullis with the given logits, summed over the last axis.
 
-    `x` broadcasts against `logits` (x: (B, 1, D), logits: (B, E, D) -> (B, E)).
+    log p(x) = sum_d x_d l_d - softplus(l_d), which is x log s + (1 - x) log(1 - s) with
+    s = sigmoid(l), also for grey targets x in [0, 1]. `x` broadcasts against `logits`
+    (x: (B, 1, D), logits: (B, E, D) -> (B, E)) without being copied E times.
     """
-    x = x.expand_as(logits)
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    return _BernoulliLogLik.apply(x, logits)
+
+
+class _BernoulliLogLik(torch.autograd.Function):
+    """log_bernoulli with a hand-written backward: d/dl = x - sigmoid(l), d/dx = l.
+
+    Autograd through binary_cross_entropy_with_logits materialises the broadcast target and
+    several (B, E, D) temporaries; this reads the logits twice in the forward (x.l as a
+    batched matrix product, softplus) and makes three in-place passes in the backward
+    (tests/test_fast_paths.py checks both against the plain formula).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, logits)
+        if x.dim() >= 2 and x.shape[-2] == 1:  # x (B, 1, D): sum_d x_d l_d as one (E, D) @ (D, 1)
+            x_dot_l = torch.matmul(logits, x.transpose(-1, -2)).squeeze(-1)
+        else:
+            x_dot_l = (logits * x).sum(-1)
+        return x_dot_l - F.softplus(logits).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, logits = ctx.saved_tensors
+        g = grad.unsqueeze(-1)  # (..., 1)
+        grad_x = grad_logits = None
+        if ctx.needs_input_grad[1]:
+            s = torch.sigmoid(logits)
+            if torch.broadcast_shapes(x.shape, logits.shape) == logits.shape:
+                grad_logits = s.sub_(x).mul_(-g)  # g (x - s), in place
+            else:
+                grad_logits = _sum_to((x - s) * g, logits.shape)
+        if ctx.needs_input_grad[0]:
+            grad_x = _sum_to(logits * g, x.shape)
+        return grad_x, grad_logits
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Undo broadcasting: sum `t` down to `shape`."""
+    return t if t.shape == shape else t.sum_to_size(shape)
 
 
 def log_gaussian_fixed(x: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:

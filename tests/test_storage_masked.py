@@ -12,7 +12,7 @@ from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset
 from susl_cli.errors import DataError, FileFormatError, OutputError
 from susl_cli.storage import masked as masked_storage
-from susl_cli.storage.h5 import KIND_CHECKPOINT, atomic_h5_write, peek_kind
+from susl_cli.storage.h5 import KIND_CHECKPOINT, atomic_h5_write, peek_kind, reseal_file
 from susl_cli.storage.masked import (
     MaskedDataset,
     describe_masked_dataset,
@@ -136,6 +136,7 @@ def test_inconsistent_file_is_rejected(tmp_path: Path) -> None:
         y[y == -1] = 1  # labels for a hidden class
         del f["train/y_observed"]
         f["train/y_observed"] = y
+    reseal_file(path)  # an edit with a valid checksum: the content checks must still catch it
     with pytest.raises(FileFormatError, match="outside the labelled classes"):
         read_masked_dataset(path)
 
@@ -144,6 +145,7 @@ def test_damaged_file(tmp_path: Path) -> None:
     path = write_masked_dataset(tmp_path / "m.h5", _toy())
     with h5py.File(path, "a") as f:
         del f["train/x"]
+    reseal_file(path)
     with pytest.raises(FileFormatError, match="damaged or incomplete"):
         read_masked_dataset(path)
 
@@ -152,3 +154,11 @@ def test_user_h5_reader_refuses_susl_files(tmp_path: Path) -> None:
     path = write_masked_dataset(tmp_path / "m.h5", _toy())
     with pytest.raises(DataError, match="already a susl masked dataset"):
         read_user_h5(path)
+
+
+def test_edited_file_is_refused_by_its_checksum(tmp_path: Path) -> None:
+    path = write_masked_dataset(tmp_path / "m.h5", _toy())
+    with h5py.File(path, "a") as f:  # h5py keeps the seal block but the content changes
+        f.attrs["note"] = "edited"
+    with pytest.raises(FileFormatError, match="no longer matches the checksum"):
+        read_masked_dataset(path)

@@ -88,19 +88,37 @@ def handle_errors(func: F) -> F:
             raise fail(
                 "out of memory: use a smaller model, batch size or dataset slice", 3
             ) from None
+        except RuntimeError as err:
+            if not _is_allocation_failure(err):
+                raise _internal_error(err) from None
+            raise fail("out of memory (the allocator refused a request): use a smaller model, "
+                       "batch size or dataset slice", 3) from None
         except OSError as err:
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             raise fail(f"{err.strerror or err}{where}", 3) from None
         except Exception as err:  # noqa: BLE001  last line of defence: no tracebacks for users
-            if os.environ.get("SUSL_DEBUG"):
-                raise
-            raise fail(
-                f"internal error: {type(err).__name__}: {err} "
-                "(this is a bug in susl; rerun with SUSL_DEBUG=1 and report the traceback)",
-                70,
-            ) from None
+            raise _internal_error(err) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# torch reports a refused allocation as a RuntimeError (CUDA: its OutOfMemoryError subclass).
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "outofmemory")
+
+
+def _is_allocation_failure(err: RuntimeError) -> bool:
+    text = f"{type(err).__name__} {str(err)[:500]}".lower()
+    return any(marker in text for marker in _ALLOCATION_FAILURES)
+
+
+def _internal_error(err: Exception) -> typer.Exit:
+    if os.environ.get("SUSL_DEBUG"):
+        raise err
+    return fail(
+        f"internal error: {type(err).__name__}: {' '.join(str(err).split())[:300]} "
+        "(this is a bug in susl; rerun with SUSL_DEBUG=1 and report the traceback)",
+        70,
+    )
 
 
 def _version_callback(value: bool) -> None:
@@ -119,7 +137,9 @@ def _root(
 
 
 # Shared options, defined once so every command spells and documents them the same way.
-SEED_OPTION = typer.Option(0, "--seed", help="Random seed (recorded in every output file).")
+SEED_MAX = 2**32 - 1  # seeds are 32-bit, so every generator (numpy, torch) accepts them
+SEED_OPTION = typer.Option(0, "--seed", min=0, max=SEED_MAX,
+                           help="Random seed (recorded in every output file).")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON to stdout.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUT if it exists.")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,6 +17,7 @@ from susl_cli.cli.common import (
     JSON_OPTION,
     OVERWRITE_OPTION,
     QUIET_OPTION,
+    SEED_MAX,
     app,
     handle_errors,
 )
@@ -39,10 +41,20 @@ def _default(config_class: type, name: str) -> str:
 
 
 def _opt(flag: str, text: str, config_class: type | None = None, name: str = "",
-         *aliases: str) -> object:
+         *aliases: str, **extra: Any) -> object:
     """An option that defaults to None (= "not set": the config or preset decides)."""
     default = _default(config_class, name) if config_class is not None else ""
-    return typer.Option(None, flag, *aliases, help=text + default)
+    return typer.Option(None, flag, *aliases, help=text + default, **extra)
+
+
+# sigma**2 must stay a finite, non-zero float (the likelihood divides by it in Python floats)
+SIGMA_RANGE = (1e-30, 1e30)
+BATCH_MAX = 2**31 - 1  # torch indexes batches with int64; a larger batch is the whole data
+def _check_sigma(value: float | None) -> float | None:
+    if value is not None and not SIGMA_RANGE[0] <= value <= SIGMA_RANGE[1]:
+        raise typer.BadParameter(f"{value:g} is outside {SIGMA_RANGE[0]:g}..{SIGMA_RANGE[1]:g}: "
+                                 "sigma**2 must stay a finite, non-zero number")
+    return value
 
 
 MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls in MODELS.items())
@@ -85,7 +97,7 @@ def train(
     epochs: int = _opt("--epochs", "Epochs (passes over the unlabelled data)", TrainConfig,
                        "epochs"),
     seed: int = _opt("--seed", "Seed for initialisation, batches and sampling", TrainConfig,
-                     "seed"),
+                     "seed", min=0, max=SEED_MAX),
     device: str = DEVICE_OPTION,
     preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
                        "mnist, fashion-mnist or har."),
@@ -96,9 +108,9 @@ def train(
     hidden_units: int = _opt("--hidden-units", "Units per hidden layer", ModelConfig,
                              "hidden_units"),
     batch_size: int = _opt("--batch-size", "Unlabelled points per step", TrainConfig,
-                           "batch_size"),
+                           "batch_size", max=BATCH_MAX),
     labelled_batch_size: int = _opt("--labelled-batch-size", "Labelled points per step",
-                                    TrainConfig, "labelled_batch_size"),
+                                    TrainConfig, "labelled_batch_size", max=BATCH_MAX),
     learning_rate: float = _opt("--learning-rate", "Adam step size", TrainConfig,
                                 "learning_rate", "--lr"),
     lr_schedule: str = _opt("--lr-schedule", "cosine or constant", TrainConfig, "lr_schedule"),
@@ -118,7 +130,8 @@ def train(
     likelihood: str = _opt("--likelihood", "bernoulli or gaussian \\[default: bernoulli for "
                            "images, else gaussian]."),
     gaussian_sigma: float = _opt("--gaussian-sigma", "Fixed std of the Gaussian likelihood on "
-                                 "standardised data", ModelConfig, "gaussian_sigma"),
+                                 "standardised data, 1e-30..1e30", ModelConfig,
+                                 "gaussian_sigma", callback=_check_sigma),
     init: str = _opt("--init", "reference (Glorot hidden, N(0,1e-6) heads) or paper (all "
                      "N(0,1e-6))", ModelConfig, "init"),
     labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "

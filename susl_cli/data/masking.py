@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from susl_cli.data.sources import Dataset
 
 DEFAULT_LABEL_FRACTION = 0.2  # the paper's protocol
+SEED_MAX = 2**32 - 1  # a 32-bit seed: stored in the file as an HDF5 integer
 REGIME_NAMES = {
     "US": "unsupervised (US)",
     "SS": "semi-supervised (SS)",
@@ -117,6 +118,8 @@ def choose_labelled(
     Same arguments and seed -> identical output (one generator, classes drawn in sorted order).
     """
     p, per_class = resolve_label_amount(label_fraction, labels_per_class)
+    if not isinstance(seed, int | np.integer) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed must be an integer in 0..{SEED_MAX}, got {seed!r}")
     rng = np.random.default_rng(seed)
     y = np.asarray(y, dtype=np.int64)
     observed = np.full_like(y, -1)

@@ -48,6 +48,7 @@ HAR_ZIP_NAME = "human+activity+recognition+using+smartphones.zip"
 HAR_ZIP_URL = f"https://archive.ics.uci.edu/static/public/240/{HAR_ZIP_NAME}"
 BUILTIN_DATASETS = ("mnist", "fashion-mnist", "har", "har-features")
 USER_SUFFIXES = (".npz", ".csv", ".h5", ".hdf5")
+MAX_CLASSES = 10_000  # labels are class numbers: a larger one is an id column or a damaged file
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,6 +263,12 @@ def load_user_file(path: Path, label_column: str = "label") -> Dataset:
     x_train, y_train, x_test, y_test = read_user_arrays(path, label_column)
     known = [y[y >= 0] for y in (y_train, y_test) if y is not None]
     n_classes = int(max((int(y.max()) + 1 for y in known if y.size), default=0))
+    if n_classes > MAX_CLASSES:
+        raise DataError(
+            f"{path}: the largest label is {n_classes - 1}, so the data would have {n_classes} "
+            f"classes (labels are class numbers 0..C-1); susl handles at most {MAX_CLASSES}: "
+            "renumber the labels 0..C-1"
+        )
     xs = [x for x in (x_train, x_test) if x is not None]
     in_unit = all(float(x.min()) >= 0.0 and float(x.max()) <= 1.0 for x in xs)
     return Dataset(

@@ -3,6 +3,8 @@ or .h5 (datasets x, y[, x_test, y_test]). Nothing is ever unpickled."""
 
 from __future__ import annotations
 
+import csv
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -12,10 +14,13 @@ import pandas as pd
 
 from susl_cli.data.formats import as_features, as_labels, check_same_length
 from susl_cli.errors import DataError
+from susl_cli.resources import exceeds_memory, format_bytes
 from susl_cli.storage.masked import read_user_h5
 
 UserArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 _NAMES = ("x", "y", "x_test", "y_test")
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def read_user_arrays(path: Path, label_column: str = "label") -> UserArrays:
@@ -87,6 +92,7 @@ def _read_npz(path: Path, required: tuple[str, ...] = ("x", "y")) -> dict[str, n
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is not an .npz archive (truncated or corrupt): recreate it "
                         "with numpy.savez")
+    _check_npz_members(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             present = set(archive.files)
@@ -101,8 +107,65 @@ def _read_npz(path: Path, required: tuple[str, ...] = ("x", "y")) -> dict[str, n
             raise DataError(f"{path} holds object arrays, which need pickle (never used by "
                             "susl): save plain numeric arrays") from None
         raise DataError(f"{path} is truncated or corrupt ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path} is truncated or corrupt ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError
+            ) as err:
+        raise DataError(f"{path} is truncated or corrupt ({type(err).__name__}: {err})") from None
+
+
+def _check_npz_members(path: Path) -> None:
+    """Read each array's .npy header (not its data) and refuse sizes that cannot be right.
+
+    A damaged or hostile archive can declare an array far larger than its data (numpy would
+    allocate it before finding out) or one that decompresses to more than free memory.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename.removesuffix(".npy") not in _NAMES:
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in _NPY_HEADER_READERS:
+                        continue  # numpy itself will say what is wrong
+                    shape, _, dtype = _NPY_HEADER_READERS[version](member)
+                n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                name = info.filename
+                if n_bytes > info.file_size:
+                    raise DataError(f"{path}: {name} declares shape {shape} "
+                                    f"({format_bytes(n_bytes)}) but holds "
+                                    f"{format_bytes(info.file_size)}: the file is truncated or "
+                                    "corrupt")
+                available = exceeds_memory(n_bytes)
+                if available is not None:
+                    raise DataError(f"{path}: {name} needs {format_bytes(n_bytes)}, more than the "
+                                    f"{format_bytes(available)} of free memory")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+            NotImplementedError, SyntaxError, TypeError) as err:
+        detail = " ".join(str(err).split())[:160]
+        raise DataError(f"{path} is truncated or corrupt ({type(err).__name__}: {detail})"
+                        ) from None
+
+
+def _check_last_line(path: Path, n_columns: int) -> None:
+    """Refuse a CSV cut short: its last line has no line end and missing or empty fields.
+
+    CSV has no checksum, so this is the one sign of truncation that can be read: every CSV
+    writer ends each row with a line break, and pandas would silently fill the missing cells
+    (an empty label would even read as "unlabelled").
+    """
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(size - (1 << 16), 0))
+        tail = fh.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode("utf-8", "replace")
+    fields = next(csv.reader([last]), [])
+    if len(fields) != n_columns or any(not field.strip() for field in fields):
+        raise DataError(
+            f"{path}: the last line has no line break and {len(fields)} of {n_columns} fields, "
+            "some empty: the file looks cut short; if it is complete, end it with a newline"
+        )
 
 
 def _read_csv(path: Path, label_column: str, label_required: bool = True
@@ -112,6 +175,7 @@ def _read_csv(path: Path, label_column: str, label_required: bool = True
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path} is not a readable CSV file ({first})") from None
+    _check_last_line(path, frame.shape[1])
     if label_column not in frame.columns and not label_required:
         frame = frame.assign(**{label_column: np.nan})  # all unlabelled
     if label_column not in frame.columns:

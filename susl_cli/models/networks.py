@@ -6,7 +6,18 @@ Every network has two hidden ReLU layers (paper appendix A; the reference code u
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def linear_relu(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """relu(layer(h)) for h of shape (..., in), the ReLU applied in place on the 2-D product.
+
+    In place saves one (rows, H) buffer per layer. It must act on the 2-D product: on the
+    3-D view that F.linear returns for a 3-D input, autograd would copy the whole buffer back.
+    """
+    out = F.linear(h.reshape(-1, h.shape[-1]), layer.weight, layer.bias).relu_()
+    return out.view(*h.shape[:-1], out.shape[-1])
 
 
 class MLP(nn.Module):
@@ -20,7 +31,9 @@ class MLP(nn.Module):
         self.head = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(x))
+        # self.hidden(x), with the ReLUs in place (see linear_relu)
+        h = linear_relu(self.hidden[2], linear_relu(self.hidden[0], x))
+        return self.head(h)
 
 
 class ConditionalTrunk(nn.Module):
@@ -29,7 +42,9 @@ class ConditionalTrunk(nn.Module):
     The first layer is written as W_a a + W_y y + b, which equals a Linear on [a, y]. Because
     the two parts broadcast, `a` of shape (B, 1, A) and `y` of shape (B, E, K) give (B, E, H)
     while W_a a is computed once per example, not E times: this is what makes exact
-    enumeration over the K components cheap.
+    enumeration over the K components cheap. Likewise, when y is the same for every example
+    (enumeration passes the K one-hots expanded over the batch, stride 0), W_y y is computed
+    once, (1, K, H), not B times.
     """
 
     def __init__(self, in_dim: int, n_components: int, hidden: int) -> None:
@@ -39,12 +54,23 @@ class ConditionalTrunk(nn.Module):
         self.second = nn.Linear(hidden, hidden)
 
     def forward(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.input_layer(a) + self.label_layer(y))
-        return torch.relu(self.second(h))
+        if _same_for_every_example(y) and a.dim() == y.dim() and a.shape[0] == y.shape[0]:
+            y = y[:1]  # (1, E, K): identical rows, broadcast in the sum below
+        h = (self.input_layer(a) + self.label_layer(y)).relu_()  # (B, E, H), a fresh sum
+        return linear_relu(self.second, h)
+
+
+def _same_for_every_example(y: torch.Tensor) -> bool:
+    """True when y (B, E, K) is one (E, K) tensor expanded over the batch (stride 0)."""
+    return y.dim() > 2 and y.shape[0] > 1 and y.stride(0) == 0
 
 
 class GaussianHead(nn.Module):
-    """Mean and log-variance of a diagonal Gaussian from a shared trunk's features."""
+    """Mean and log-variance of a diagonal Gaussian from a shared trunk's features.
+
+    Two Linear layers (`mean`, `logvar`) evaluated as one matrix product with their weights
+    stacked, which reads the (B, E, H) features once instead of twice.
+    """
 
     def __init__(self, hidden: int, out_dim: int) -> None:
         super().__init__()
@@ -52,7 +78,10 @@ class GaussianHead(nn.Module):
         self.logvar = nn.Linear(hidden, out_dim)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean(h), self.logvar(h)
+        weight = torch.cat([self.mean.weight, self.logvar.weight])  # (2Z, H)
+        bias = torch.cat([self.mean.bias, self.logvar.bias])
+        mean, logvar = F.linear(h, weight, bias).chunk(2, dim=-1)
+        return mean, logvar
 
 
 HEAD_STD = 1e-3  # N(0, 0.001^2) kernels, paper appendix A

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from susl_cli.errors import FileFormatError
 from susl_cli.storage.h5 import (
     KIND_CHECKPOINT,
     atomic_h5_write,
@@ -64,12 +65,35 @@ def read_checkpoint(path: Path, *, with_optimizer: bool = False) -> CheckpointDa
             group = f[group_name]
             groups[group_name] = {name.replace("|", "/"): read_array(group, name)
                                   for name in group}
+    _check_meta(path, meta)
+    for group_name in ("weights", "transform"):
+        for name, array in groups[group_name].items():
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                raise FileFormatError(
+                    f"{str(path)!r} holds NaN or infinite values in {group_name} {name!r}: the "
+                    "run diverged or the file is corrupt; retrain, or resume from a good copy"
+                )
     return CheckpointData(meta=meta, **groups)
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """The metadata every reader relies on: a dict with the configs and a completed-epoch count."""
+    problem = None
+    if not isinstance(meta, dict):
+        problem = f"metadata is a {type(meta).__name__}, not a mapping"
+    elif not all(isinstance(meta.get(k), dict) for k in ("model_config", "train_config")):
+        problem = "the model or training configuration is missing"
+    elif not isinstance(meta.get("epoch"), int) or isinstance(meta["epoch"], bool) \
+            or meta["epoch"] < 0:
+        problem = f"epoch {meta.get('epoch')!r} is not a count"
+    if problem:
+        raise FileFormatError(f"{str(path)!r} has damaged metadata ({problem}): recreate it")
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """Only the metadata (cheap: no arrays are read)."""
     with open_for_reading(Path(path), KIND_CHECKPOINT) as f:
         meta = get_json_attr(f, ATTR_META)
+        _check_meta(Path(path), meta)
         meta["n_history_epochs"] = int(len(f["history"]["epoch"])) if "epoch" in f["history"] else 0
     return meta

@@ -1,16 +1,26 @@
 """HDF5 plumbing shared by masked-dataset and checkpoint files.
 
-Atomic writes: everything goes to a temporary file in the destination folder, which is renamed
-over the final name only once it is complete, so a crash or kill never leaves a half-written
-file under the name the user asked for.
+Atomic writes: the file is built in memory, written to a temporary file in the destination
+folder (`.NAME.PID.XXXXXXXX.tmp`), flushed to disk and only then renamed over the final name, so
+a crash or kill never leaves a half-written file under the name the user asked for. A temporary
+left behind by a killed process is removed by the next write to the same name.
+
+Sealed files: every file starts with a 512-byte HDF5 user block (which HDF5 and h5py skip)
+holding the SHA-256 of the rest of the file. Readers check it before the HDF5 library parses a
+single byte, so a truncated, bit-flipped or overwritten file is refused with one sentence instead
+of being misread or crashing the HDF5 C library (which a damaged file can make segfault). Files
+without a seal (written by susl 0.1 before sealing, or by other programs) are still read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +31,7 @@ import numpy as np
 
 from susl_cli import __version__
 from susl_cli.errors import FileFormatError, OutputError
+from susl_cli.resources import exceeds_memory, format_bytes
 
 FORMAT_VERSION = 1
 
@@ -38,6 +49,19 @@ _KIND_HINTS = {
 }
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+USERBLOCK_SIZE = 512  # HDF5 looks for its signature at 0, 512, 1024, ...
+SEAL_MAGIC = b"susl-sha256:"  # user block: magic, 64 hex digits of SHA-256(rest), "\n", zeros
+_HASH_CHUNK = 1 << 20
+
+# Errors h5py raises on damaged or unexpected content (it has no single base class for them).
+H5_READ_ERRORS = (KeyError, OSError, ValueError, TypeError, RuntimeError, IndexError,
+                  AttributeError)
+_WRITE_ERRNOS = {  # errno -> (what happened, what to do)
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota"),
+    errno.EFBIG: ("file size limit reached", "raise `ulimit -f` or write elsewhere"),
+}
+_in_memory_names = itertools.count()
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
@@ -56,32 +80,113 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_h5_write(path: Path, kind: str, overwrite: bool) -> Iterator[h5py.File]:
-    """Yield an open HDF5 file that appears at `path` only if the block finishes."""
+    """Yield an open HDF5 file that appears, sealed, at `path` only if the block finishes.
+
+    The file is built in memory (HDF5 "core" driver without a backing store), so the HDF5
+    library never writes to disk: disk errors surface as plain OSErrors from one write below,
+    instead of failing inside HDF5's cache flush (which can crash the interpreter).
+    """
     path = Path(path)
     check_output_path(path, overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    remove_stale_temporaries(path)
+    f = h5py.File(f"susl-in-memory-{os.getpid()}-{next(_in_memory_names)}.h5", "w",
+                  driver="core", backing_store=False, userblock_size=USERBLOCK_SIZE)
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs[ATTR_KIND] = kind
-            f.attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
-            f.attrs[ATTR_SUSL_VERSION] = __version__
-            yield f
-        with open(tmp, "rb") as fh:  # data on disk before the rename makes it visible
-            os.fsync(fh.fileno())
+        f.attrs[ATTR_KIND] = kind
+        f.attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
+        f.attrs[ATTR_SUSL_VERSION] = __version__
+        yield f
+        f.flush()
+        image = f.id.get_file_image()  # the file after the user block
+    finally:
+        f.close()
+    write_bytes_atomic(path, seal(image))
+
+
+def seal(image: bytes) -> bytes:
+    """The user block that vouches for `image` (an HDF5 file image made with a 512-byte block)."""
+    block = SEAL_MAGIC + hashlib.sha256(image).hexdigest().encode("ascii") + b"\n"
+    return block.ljust(USERBLOCK_SIZE, b"\0") + image
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary beside `path`, fsync it, rename it over `path`, fsync the folder.
+
+    Any OSError removes the temporary; a full disk or a quota becomes an OutputError that says
+    the existing file (if any) is unchanged.
+    """
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                        dir=path.parent)
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; honour the umask
         os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(path.parent)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise OutputError(
-                f"no space left on the device while writing {str(path)!r}: free some space"
-            ) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        reason, hint = _WRITE_ERRNOS[err.errno]
+        state = "left unchanged" if path.exists() else "not created"
+        raise OutputError(f"{reason} while writing {str(path)!r} ({format_bytes(len(data))}); "
+                          f"the file was {state}: {hint}, then run the command again") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (power loss); not every file system lets a folder be fsynced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete `.NAME.PID.*.tmp` files beside `path` whose writing process no longer exists.
+
+    They are what a write killed with SIGKILL (or a power cut) leaves behind; a temporary of a
+    live process, or one whose name carries no process id, is left alone.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp$")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in siblings:
+        match = pattern.match(candidate.name)
+        if match and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or an odd pid): leave its file alone
+    return True
 
 
 def _current_umask() -> int:
@@ -90,23 +195,73 @@ def _current_umask() -> int:
     return mask
 
 
-def peek_kind(path: Path) -> str:
-    """Return the susl kind of a file, or raise a FileFormatError that says what it is instead."""
+def verify_file(path: Path) -> bool:
+    """Check that `path` is an intact HDF5 file before the HDF5 library reads it.
+
+    Returns True for a sealed susl file whose checksum matches, False for a plain HDF5 file
+    (no seal: an older susl file or another program's); raises FileFormatError otherwise.
+    """
     path = Path(path)
     if not path.exists():
         raise FileFormatError(f"{str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise FileFormatError(f"{str(path)!r} is a folder, not a susl .h5 file")
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key in _verified:
+            return _verified[key]
+        sealed = _check_seal(path)
+    except OSError as err:
+        raise FileFormatError(f"cannot read {str(path)!r}: {err.strerror or err}") from None
+    if len(_verified) > 64:
+        _verified.clear()
+    _verified[key] = sealed
+    return sealed
+
+
+_verified: dict[tuple[str, int, int, int], bool] = {}
+
+
+def _check_seal(path: Path) -> bool:
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head != HDF5_SIGNATURE:
+        head = fh.read(USERBLOCK_SIZE)
+        if head[:8] == HDF5_SIGNATURE:
+            return False
+        if not head.startswith(SEAL_MAGIC):
+            raise FileFormatError(f"{str(path)!r} is not an HDF5 file: give a file made by "
+                                  "`susl mask` or `susl train`")
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    expected = (SEAL_MAGIC + digest.hexdigest().encode("ascii") + b"\n").ljust(
+        USERBLOCK_SIZE, b"\0")
+    if head != expected:
         raise FileFormatError(
-            f"{str(path)!r} is not an HDF5 file: give a file made by `susl mask` or `susl train`"
+            f"{str(path)!r} is damaged: its content no longer matches the checksum susl wrote "
+            "(truncated, corrupted or edited): recreate it, or restore it from a copy"
         )
+    return True
+
+
+def reseal_file(path: Path) -> None:
+    """Recompute the seal of a sealed file changed on purpose (tests, expert repairs)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not data.startswith(SEAL_MAGIC):
+        raise FileFormatError(f"{str(path)!r} has no susl seal to renew")
+    path.write_bytes(seal(data[USERBLOCK_SIZE:]))
+
+
+def peek_kind(path: Path) -> str:
+    """Return the susl kind of a file, or raise a FileFormatError that says what it is instead."""
+    path = Path(path)
+    verify_file(path)
     try:
         with h5py.File(path, "r") as f:
             kind = f.attrs.get(ATTR_KIND)
-    except OSError:
+            kind = kind.decode("utf-8") if isinstance(kind, bytes) else kind
+    except H5_READ_ERRORS:
         raise FileFormatError(
             f"{str(path)!r} is a damaged HDF5 file (truncated or corrupt): recreate it"
         ) from None
@@ -115,7 +270,10 @@ def peek_kind(path: Path) -> str:
             f"{str(path)!r} is an HDF5 file but not one written by susl: "
             "give a file made by `susl mask` or `susl train`"
         )
-    return str(kind)
+    if not isinstance(kind, str):
+        raise FileFormatError(f"{str(path)!r} is an HDF5 file with an unreadable susl kind: "
+                              "give a file made by `susl mask` or `susl train`")
+    return kind
 
 
 @contextlib.contextmanager
@@ -129,7 +287,7 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
         )
     try:
         f = h5py.File(path, "r")
-    except OSError:
+    except H5_READ_ERRORS:
         raise FileFormatError(f"{str(path)!r} is damaged: recreate it") from None
     try:
         version = int(f.attrs.get(ATTR_FORMAT_VERSION, -1))
@@ -139,9 +297,11 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
                 f"{FORMAT_VERSION}: recreate it with this version of susl"
             )
         yield f
-    except (KeyError, OSError, ValueError, TypeError) as err:
+    except H5_READ_ERRORS as err:
+        detail = " ".join(str(err).split())[:200]
         raise FileFormatError(
-            f"{str(path)!r} is damaged or incomplete ({type(err).__name__}: {err}): recreate it"
+            f"{str(path)!r} is damaged or incomplete ({type(err).__name__}: {detail}): "
+            "recreate it"
         ) from None
     finally:
         f.close()
@@ -169,4 +329,20 @@ def write_array(group: h5py.Group, name: str, array: np.ndarray) -> None:
 def read_array(group: h5py.Group, name: str) -> np.ndarray:
     if name not in group:
         raise KeyError(f"missing dataset {name!r}")
-    return np.asarray(group[name][()])
+    dataset = group[name]
+    check_declared_size(dataset, f"{group.file.filename}:{dataset.name}")
+    return np.asarray(dataset[()])
+
+
+def check_declared_size(dataset: h5py.Dataset, where: str) -> None:
+    """Refuse to read an array larger than free memory (a tiny file can declare terabytes)."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise TypeError(f"{where} is a group, expected an array")
+    n_bytes = int(np.prod(dataset.shape, dtype=object)) * dataset.dtype.itemsize
+    available = exceeds_memory(n_bytes)
+    if available is not None:
+        raise FileFormatError(
+            f"{where} declares an array of shape {dataset.shape} ({format_bytes(n_bytes)}), more "
+            f"than the {format_bytes(available)} of free memory: the file is corrupt, or too big "
+            "for this machine"
+        )

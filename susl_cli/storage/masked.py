@@ -27,12 +27,15 @@ from susl_cli.storage.h5 import (
     ATTR_FORMAT_VERSION,
     ATTR_KIND,
     ATTR_SUSL_VERSION,
+    H5_READ_ERRORS,
     KIND_MASKED_DATASET,
     atomic_h5_write,
+    check_declared_size,
     get_json_attr,
     open_for_reading,
     put_json_attr,
     read_array,
+    verify_file,
     write_array,
 )
 
@@ -174,6 +177,9 @@ def _validate(path: Path, m: MaskedDataset) -> None:
         raise bad(f"observed labels are {m.y_observed.dtype} {m.y_observed.shape}")
     if m.input_kind not in INPUT_KINDS:
         raise bad(f"unknown input kind {m.input_kind!r}")
+    for name, x in (("train", m.x_train), ("test", m.x_test)):
+        if x is not None and x.size and not np.isfinite(x).all():
+            raise bad(f"{name} inputs contain NaN or infinite values")
     observed = m.y_observed[m.y_observed >= 0]
     below = m.y_observed.size > 0 and m.y_observed.min() < -1
     if below or not np.isin(observed, m.labelled_classes).all():
@@ -188,11 +194,31 @@ def _validate(path: Path, m: MaskedDataset) -> None:
         raise bad("evaluation labels do not match the training rows")
 
 
+def _layout_problem(f: h5py.File) -> str | None:
+    """What is wrong with the arrays' shapes and types, read from the file's metadata only."""
+    x, y = f[GROUP_TRAIN]["x"], f[GROUP_TRAIN]["y_observed"]
+    if x.dtype != np.float32 or x.ndim < 2:
+        return f"train inputs are {x.dtype} {x.shape}"
+    if y.dtype != np.int64 or y.shape != (x.shape[0],):
+        return f"observed labels are {y.dtype} {y.shape} for {x.shape[0]} inputs"
+    if GROUP_TEST in f:
+        tx, ty = f[GROUP_TEST]["x"], f[GROUP_TEST]["y"]
+        if tx.dtype != np.float32 or tx.shape[1:] != x.shape[1:] or ty.shape != (tx.shape[0],):
+            return f"test shapes {tx.shape} / {ty.shape} for train inputs {x.shape}"
+    if GROUP_EVAL in f and f[GROUP_EVAL]["y_train_true"].shape != (x.shape[0],):
+        return "evaluation labels do not match the training rows"
+    return None
+
+
 def describe_masked_dataset(path: Path) -> dict[str, Any]:
     """A JSON-able summary of a masked-dataset file, read without loading the big arrays."""
     path = Path(path)
     with open_for_reading(path, KIND_MASKED_DATASET) as f:
         meta = MaskMetadata.from_json(get_json_attr(f, ATTR_METADATA))
+        problem = _layout_problem(f)
+        if problem:
+            raise FileFormatError(f"{str(path)!r} is inconsistent ({problem}): recreate it with "
+                                  "susl mask")
         x_shape = tuple(f[GROUP_TRAIN]["x"].shape)
         n_test = int(f[GROUP_TEST]["x"].shape[0]) if GROUP_TEST in f else None
         summary: dict[str, Any] = {
@@ -219,25 +245,37 @@ def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_te
     """Read the plain datasets `names` (those present; `required` must be) from a user's HDF5."""
     path = Path(path)
     try:
+        verify_file(path)  # a sealed susl file is checked before HDF5 parses it
         f = h5py.File(path, "r")
-    except OSError:
+    except (FileFormatError, *H5_READ_ERRORS):
         raise DataError(f"{path} is not a readable HDF5 file (truncated or corrupt)") from None
-    with f:
-        kind = f.attrs.get(ATTR_KIND)
-        if kind == KIND_MASKED_DATASET:
-            raise DataError(
-                f"{path} is already a susl masked dataset (made by `susl mask`): train on it "
-                "directly, or give the original data file to make a new mask"
-            )
-        if kind is not None:
-            raise DataError(f"{path} is a susl {kind} file, not a data file with x and y")
-        missing = [k for k in required if k not in f]
-        if missing:
-            raise DataError(
-                f"{path} lacks dataset(s) {', '.join(missing)} (found: "
-                f"{', '.join(sorted(f.keys())) or 'nothing'}): store inputs as x and labels as y"
-            )
-        return {k: _read_h5_dataset(path, f, k) for k in names if k in f}
+    try:
+        with f:
+            return _read_user_datasets(path, f, names, required)
+    except H5_READ_ERRORS as err:  # damaged metadata surfaces as any of these
+        detail = " ".join(str(err).split())[:160]
+        raise DataError(f"{path} is a damaged HDF5 file ({type(err).__name__}: {detail}): "
+                        "recreate or re-export it") from None
+
+
+def _read_user_datasets(path: Path, f: h5py.File, names: tuple[str, ...],
+                        required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    kind = f.attrs.get(ATTR_KIND)
+    kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else kind
+    if kind == KIND_MASKED_DATASET:
+        raise DataError(
+            f"{path} is already a susl masked dataset (made by `susl mask`): train on it "
+            "directly, or give the original data file to make a new mask"
+        )
+    if kind is not None:
+        raise DataError(f"{path} is a susl {kind} file, not a data file with x and y")
+    missing = [k for k in required if k not in f]
+    if missing:
+        raise DataError(
+            f"{path} lacks dataset(s) {', '.join(missing)} (found: "
+            f"{', '.join(sorted(f.keys())) or 'nothing'}): store inputs as x and labels as y"
+        )
+    return {k: _read_h5_dataset(path, f, k) for k in names if k in f}
 
 
 def _read_h5_dataset(path: Path, f: h5py.File, name: str) -> np.ndarray:
@@ -245,6 +283,11 @@ def _read_h5_dataset(path: Path, f: h5py.File, name: str) -> np.ndarray:
     if not isinstance(obj, h5py.Dataset):
         raise DataError(f"{path}: {name!r} is a group, expected an array")
     try:
+        check_declared_size(obj, f"{path}: {name!r}")
+    except FileFormatError as err:
+        raise DataError(str(err)) from None
+    try:
         return np.asarray(obj[()])
-    except (OSError, ValueError, TypeError) as err:
-        raise DataError(f"{path}: cannot read {name!r} ({err}): the file is corrupt") from None
+    except H5_READ_ERRORS as err:
+        detail = " ".join(str(err).split())[:160]
+        raise DataError(f"{path}: cannot read {name!r} ({detail}): the file is corrupt") from None

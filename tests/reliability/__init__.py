@@ -1,0 +1,1 @@
+"""Reliability suite (issue #7): crashes, hostile files, fuzzed arguments, resource limits."""
