@@ -21,6 +21,7 @@ import torch
 from susl_cli.data.masking import make_masked_dataset, parse_class_spec
 from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
+from susl_cli.experiment import parse_settings
 from susl_cli.metrics import evaluate_assignments
 from susl_cli.runs import ModelOptions, load_model
 from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
@@ -28,15 +29,6 @@ from susl_cli.train import train_mask_file
 
 MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
                 "gaussian_sigma", "init", "labelled_mass"}
-
-
-def _value(text: str) -> object:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def main() -> None:
@@ -48,9 +40,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="results/ablation")
     args = parser.parse_args()
-    settings = dict(s.split("=", 1) for s in args.set)
-    model_opts = {k: _value(v) for k, v in settings.items() if k in MODEL_FIELDS}
-    train_opts = {k: _value(v) for k, v in settings.items() if k not in MODEL_FIELDS}
+    settings = dict(parse_settings(args.set))
+    model_opts = {k: v for k, v in settings.items() if k in MODEL_FIELDS}
+    train_opts = {k: v for k, v in settings.items() if k not in MODEL_FIELDS}
     train_opts.update(epochs=args.epochs, seed=args.seed)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -26,20 +26,7 @@ _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
 def read_user_arrays(path: Path, label_column: str = "label") -> UserArrays:
     """x_train (float32), y_train (int64, -1 = unlabelled), x_test and y_test (or None)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist: check the path")
-    if path.is_dir():
-        raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        raw = _read_npz(path)
-    elif suffix == ".csv":
-        raw = _read_csv(path, label_column)
-    elif suffix in (".h5", ".hdf5"):
-        raw = read_user_h5(path)
-    else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
-    return _validate(path, raw)
+    return _validate(path, _read_any(path, label_column, labels_required=True))
 
 
 def read_user_inputs(path: Path, label_column: str = "label"
@@ -50,22 +37,27 @@ def read_user_inputs(path: Path, label_column: str = "label"
     the label column is all features (with it, that column is dropped).
     """
     path = Path(path)
+    raw = _read_any(path, label_column, labels_required=False)
+    x = as_features(raw["x"], f"{path} (x)")
+    x_test = as_features(raw["x_test"], f"{path} (x_test)") if "x_test" in raw else None
+    return x, x_test
+
+
+def _read_any(path: Path, label_column: str, labels_required: bool) -> dict[str, np.ndarray]:
+    """The raw arrays of a .npz / .csv / .h5 user file, by suffix; labels optional on request."""
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
+    required = ("x", "y") if labels_required else ("x",)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        raw = _read_npz(path, required=("x",))
-    elif suffix == ".csv":
-        raw = _read_csv(path, label_column, label_required=False)
-    elif suffix in (".h5", ".hdf5"):
-        raw = read_user_h5(path, required=("x",))
-    else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
-    x = as_features(raw["x"], f"{path} (x)")
-    x_test = as_features(raw["x_test"], f"{path} (x_test)") if "x_test" in raw else None
-    return x, x_test
+        return _read_npz(path, required=required)
+    if suffix == ".csv":
+        return _read_csv(path, label_column, label_required=labels_required)
+    if suffix in (".h5", ".hdf5"):
+        return read_user_h5(path, required=required)
+    raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
 
 
 def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:
