@@ -30,6 +30,7 @@ from susl_cli import __version__
 from susl_cli.errors import DataError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs, resolve_data_file
 from susl_cli.predict import UNMAPPED_NAME, component_mapping
+from susl_cli.resources import exceeds_memory, format_bytes
 from susl_cli.runs import Run, load_model, resolve_device
 from susl_cli.storage.h5 import check_output_path
 from susl_cli.storage.masked import read_masked_dataset
@@ -204,6 +205,7 @@ def order_columns(run: Run, used: np.ndarray, mapping: np.ndarray) -> np.ndarray
 def generate_means(run: Run, components: np.ndarray, rows: int, seed: int,
                    fill: np.ndarray | float) -> np.ndarray:
     """Mean of p(x|y,z) in input space: (rows, C, *input_shape), reproducible from `seed`."""
+    _check_grid_fits(run, rows, len(components))
     device = run.model.log_prior.device
     generator = torch.Generator(device=device).manual_seed(seed)
     means = run.model.sample_means(torch.as_tensor(components, dtype=torch.long), rows,
@@ -211,6 +213,18 @@ def generate_means(run: Run, components: np.ndarray, rows: int, seed: int,
     flat = means.cpu().numpy().reshape(rows * len(components), -1)
     return run.transform.to_input_space(flat, fill).reshape(rows, len(components),
                                                             *run.transform.input_shape)
+
+
+def _check_grid_fits(run: Run, rows: int, n_columns: int) -> None:
+    """Refuse a grid whose float32 activations and outputs could not fit in memory, up front."""
+    cfg = run.model_config
+    width = cfg.input_dim + int(np.prod(run.transform.input_shape)) + 2 * cfg.hidden_units
+    n_bytes = 4 * 3 * rows * n_columns * width  # ~3 live copies (network, numpy, input space)
+    available = exceeds_memory(n_bytes)
+    if available is not None:
+        raise UsageError(f"--rows {rows} x {n_columns} components needs about "
+                         f"{format_bytes(n_bytes)}, more than the {format_bytes(available)} "
+                         "available: ask for fewer --rows or --components")
 
 
 def most_confident(x: np.ndarray, probs: np.ndarray, components: np.ndarray, rows: int

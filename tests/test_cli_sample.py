@@ -170,3 +170,13 @@ def test_help_lists_the_options(runner):
     for option in ("--out", "--components", "--rows", "--seed", "--most-confident", "--data",
                    "--overwrite", "--json"):
         assert option in out
+
+
+def test_a_grid_too_big_for_memory_is_refused_up_front(runner, tiny_image_run, tmp_path):
+    out = tmp_path / "huge.png"
+    result = runner.invoke(app, ["sample", str(tiny_image_run[1]), "--out", str(out),
+                                 "--rows", str(10**11)])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--rows" in lines[0] and "available" in lines[0], result.stderr
+    assert not out.exists()
