@@ -27,24 +27,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from susl_cli.metrics import Metrics
+from susl_cli.metrics import SUMMARY_FIELDS, Metrics
 
 T = TypeVar("T")
 
 NOT_AVAILABLE = "n/a"  # shown for NaN: the subset a metric scores is empty
 
 # Metrics that are fractions and read best in percent; others are printed as they are.
-_FRACTION_METRICS = frozenset(
-    {
-        "cluster_acc_majority",
-        "cluster_acc_hungarian",
-        "known_acc_classifier",
-        "known_acc_majority",
-        "novel_acc_majority",
-        "nmi",
-        "ari",
-    }
-)
+_FRACTION_METRICS = frozenset(SUMMARY_FIELDS) - {"n_components_used"}
 
 # Each metric named by the protocol that produced it, so no number is read under the wrong one.
 METRIC_LABELS: dict[str, str] = {
