@@ -85,7 +85,8 @@ class ProgressObserver:
                                              f"{record['samples_per_s']:.0f} samples/s")
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # a never-started bar would still print a blank line
+            self.progress.stop()
 
 
 @app.command()
