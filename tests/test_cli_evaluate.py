@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from data_helpers import assert_one_line_error
 from matplotlib import image as mpimg
 
 from susl_cli.cli import app
@@ -16,13 +17,6 @@ def _ok(runner, args):
     assert result.exit_code == 0, result.output
     return result
 
-
-def _one_line_error(result) -> str:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_table_names_each_metric_by_its_protocol(runner, tiny_image_run):
@@ -83,26 +77,26 @@ def test_figures_are_valid_pngs(runner, tiny_image_run, tmp_path: Path):
 
 
 def test_mask_file_instead_of_checkpoint(runner, tiny_image_run):
-    line = _one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[0])]))
+    line = assert_one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[0])]))
     assert "checkpoint" in line
 
 
 def test_runs_of_different_masks_need_allow_mixed(runner, tiny_image_run, tiny_real_run):
     runs = [str(tiny_image_run[1]), str(tiny_real_run[1])]
-    line = _one_line_error(runner.invoke(app, ["evaluate", *runs]))
+    line = assert_one_line_error(runner.invoke(app, ["evaluate", *runs]))
     assert "--allow-mixed" in line
     _ok(runner, ["evaluate", *runs, "--allow-mixed", "--json"])
 
 
 def test_unwritable_figure_path(runner, tiny_image_run, tmp_path: Path):
     target = tmp_path / "no" / "such" / "dir" / "c.png"
-    _one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[1]), "--plot",
+    assert_one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[1]), "--plot",
                                         str(target)]))
     assert not target.exists()
 
 
 def test_bad_fit_mapping_value(runner, tiny_image_run):
-    line = _one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[1]),
+    line = assert_one_line_error(runner.invoke(app, ["evaluate", str(tiny_image_run[1]),
                                                "--fit-mapping", "val"]))
     assert "--fit-mapping" in line
 

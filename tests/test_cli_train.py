@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 from susl_cli.runs import ModelOptions, load_model
@@ -81,19 +82,13 @@ def test_info_describes_checkpoint(tiny_mask: Path, tmp_path: Path, runner):
     assert info["model_config"]["n_components"] == 4
 
 
-def _one_line_error(result) -> str:
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
-
 
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_mask, tmp_path, runner, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "run.h5"
-    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--device", "cuda",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--device", "cuda",
                                                "--epochs", "1", "--out", str(out)]))
     assert "--device cpu" in line
     assert not out.exists()
@@ -105,20 +100,20 @@ def test_resume_refuses_another_mask_or_model(tiny_mask, tmp_path, runner, tiny_
     assert runner.invoke(app, ["train", str(tiny_mask), *args, "--out", str(out)]).exit_code == 0
     before = out.read_bytes()
     other_mask = tiny_image_run[0]
-    line = _one_line_error(runner.invoke(app, ["train", str(other_mask), "--epochs", "2",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(other_mask), "--epochs", "2",
                                                "--resume", "--out", str(out)]))
     assert "another mask" in line
-    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
                                                "--model", "m2", "--resume", "--out", str(out)]))
     assert "gmdgm" in line
-    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
                                                "--alpha", "3", "--resume", "--out", str(out)]))
     assert "alpha" in line
     assert out.read_bytes() == before  # nothing clobbered by the refusals
 
 
 def test_resume_without_a_checkpoint(tiny_mask, tmp_path, runner):
-    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--resume", "--out",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--resume", "--out",
                                                str(tmp_path / "none.h5")]))
     assert "none.h5" in line
 
@@ -136,7 +131,7 @@ def test_resume_without_a_checkpoint(tiny_mask, tmp_path, runner):
 ])
 def test_impossible_hyper_parameters(tiny_mask, tmp_path, runner, option, value, needle):
     out = tmp_path / "run.h5"
-    line = _one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1",
                                                option, value, "--out", str(out)]))
     assert needle in line
     assert not out.exists()
@@ -154,6 +149,6 @@ def test_semi_supervised_model_on_a_sus_mask_is_accidental_sus(tiny_mask, tmp_pa
 def test_corrupt_mask_file(tmp_path, runner):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
-    line = _one_line_error(runner.invoke(app, ["train", str(bad), "--out",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(bad), "--out",
                                                str(tmp_path / "r.h5")]))
     assert "bad.h5" in line
