@@ -7,6 +7,7 @@ the test set is only scored. The output always says which.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,29 +47,26 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict_probs(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """q(y|x) for raw inputs (N, *input_shape), through the run's stored input transform."""
+def _batched(run: Run, x_raw: np.ndarray, network: Callable[[torch.Tensor], torch.Tensor],
+             width: int, batch: int) -> np.ndarray:
+    """`network` over raw inputs (N, *input_shape), through the stored input transform."""
     x = run.transform.apply(x_raw)
     device = run.model.log_prior.device
     run.model.eval()
-    out = []
-    for start in range(0, len(x), batch):
-        chunk = torch.from_numpy(x[start:start + batch]).to(device)
-        out.append(torch.softmax(run.model.classifier_logits(chunk), -1).cpu().numpy())
-    if not out:
-        return np.zeros((0, run.model_config.n_components), np.float32)
-    return np.concatenate(out)
+    out = [network(torch.from_numpy(x[s:s + batch]).to(device)).cpu().numpy()
+           for s in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 
-@torch.no_grad()
+def predict_probs(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """q(y|x) for raw inputs (N, *input_shape): (N, K)."""
+    return _batched(run, x_raw, lambda x: torch.softmax(run.model.classifier_logits(x), -1),
+                    run.model_config.n_components, batch)
+
+
 def embed_points(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
     """Posterior means E_q(z|x, argmax q(y|x))[z] of raw inputs: (N, latent_dim)."""
-    x = run.transform.apply(x_raw)
-    device = run.model.log_prior.device
-    run.model.eval()
-    out = [run.model.embed(torch.from_numpy(x[s:s + batch]).to(device)).cpu().numpy()
-           for s in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros((0, run.model_config.latent_dim), np.float32)
+    return _batched(run, x_raw, run.model.embed, run.model_config.latent_dim, batch)
 
 
 def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
