@@ -28,7 +28,7 @@ from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import train_mask_file
 
 MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
-                "gaussian_sigma", "init", "labelled_mass"}
+                "gaussian_sigma", "input_features", "init", "labelled_mass"}
 
 
 def main() -> None:

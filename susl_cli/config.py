@@ -17,6 +17,7 @@ Likelihood = Literal["bernoulli", "gaussian"]
 YEstimator = Literal["enumerate", "gumbel"]
 KLMode = Literal["analytic", "sampled"]
 Init = Literal["reference", "paper"]
+InputFeatures = Literal["raw", "window-stats"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ModelConfig:
     hidden_units: int = 200  # units in each of the two hidden layers
     likelihood: Likelihood = "bernoulli"
     gaussian_sigma: float = 1.0  # fixed std of p(x|.) for real-valued (standardised) data
+    # What the model sees: the raw values, or for time-series windows (channels x steps) their
+    # summaries (susl_cli/window_features.py). Measured on UCI HAR (README "Choices").
+    input_features: InputFeatures = "raw"
     # "reference": Glorot-normal hidden kernels, N(0, 0.001^2) output heads (the authors' code);
     # "paper": every kernel N(0, 0.001^2) as appendix A says.
     init: Init = "reference"
@@ -48,6 +52,9 @@ class ModelConfig:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}: use bernoulli or gaussian")
         if not self.gaussian_sigma > 0:
             raise ConfigError(f"--gaussian-sigma must be > 0, got {self.gaussian_sigma}")
+        if self.input_features not in ("raw", "window-stats"):
+            raise ConfigError(f"unknown input features {self.input_features!r}: use raw or "
+                              "window-stats")
         if self.init not in ("reference", "paper"):
             raise ConfigError(f"unknown init {self.init!r}: use reference or paper")
         if self.prior:

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from susl_cli.experiment import ExperimentPlan, MaskSpec, RunSpec
 
 # ModelOptions fields stored under the same name in a checkpoint's model config.
-_STORED_MODEL_FIELDS = ("latent_dim", "hidden_units", "likelihood", "gaussian_sigma", "init")
+_STORED_MODEL_FIELDS = ("latent_dim", "hidden_units", "likelihood", "gaussian_sigma",
+                        "input_features", "init")
 
 
 class DatasetLoader:

@@ -4,6 +4,8 @@
   the training set is > 0.1 (paper appendix A); values stay grey levels in [0, 1].
 - Real-valued data (Gaussian likelihood): standardise each dimension with training mean and
   standard deviation; constant dimensions carry no information and are dropped.
+- Optionally (`input_features="window-stats"`), time-series windows (channels x steps) are
+  first summarised by `window_features`, and those summaries are standardised instead.
 The transform is stored in every checkpoint so test and new data go through the same steps.
 """
 
@@ -14,19 +16,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from susl_cli.errors import DataError
+from susl_cli.window_features import feature_names, window_features
 
+# What the model sees of a raw example; the index is stored in checkpoints (absent = raw).
+INPUT_FEATURES = ("raw", "window-stats")
 STD_THRESHOLD = 0.1  # paper: keep pixels with training std > 0.1
 CONSTANT_STD = 1e-8
 
 
 @dataclass(frozen=True)
 class InputTransform:
-    """Flatten, select `kept` columns, then (x - offset) / scale."""
+    """Summarise (window-stats only), flatten, select `kept` columns, then (x - offset) / scale."""
 
     input_shape: tuple[int, ...]  # shape of one raw example, e.g. (28, 28) or (9, 128)
-    kept: np.ndarray  # (D,) int64 indices into the flattened input
+    kept: np.ndarray  # (D,) int64 indices into the flattened (summarised) input
     offset: np.ndarray  # (D,) float32
     scale: np.ndarray  # (D,) float32
+    features: str = "raw"  # one of INPUT_FEATURES
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one example in the space the model generates: raw, or the summaries."""
+        if self.features == "raw":
+            return self.input_shape
+        return (len(feature_names(*self.input_shape)),)
 
     @property
     def output_dim(self) -> int:
@@ -40,11 +53,16 @@ class InputTransform:
                 f"inputs have shape {tuple(x.shape[1:])} per example but the model was trained "
                 f"on {self.input_shape}: give data laid out like the training data"
             )
+        if self.features == "window-stats":
+            x = window_features(x)
         flat = x.reshape(len(x), -1)[:, self.kept]
         return ((flat - self.offset) / self.scale).astype(np.float32)
 
     def to_input_space(self, v: np.ndarray, fill: float | np.ndarray = 0.0) -> np.ndarray:
-        """Model vectors (N, D) -> float32 examples (N, *input_shape): the inverse of `apply`.
+        """Model vectors (N, D) -> float32 examples (N, *output_shape): the inverse of `apply`.
+
+        Summaries cannot be turned back into windows: with window-stats the result is in the
+        (unstandardised) summary space, and `fill` must be a scalar or one summary vector.
 
         Kept columns are un-standardised (v * scale + offset). The columns `apply` dropped
         were (nearly) constant in training, so the model cannot say anything about them; they
@@ -54,28 +72,49 @@ class InputTransform:
         v = np.asarray(v, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.output_dim:
             raise DataError(f"model vectors have shape {v.shape}, expected (N, {self.output_dim})")
-        n_flat = int(np.prod(self.input_shape))
+        n_flat = int(np.prod(self.output_shape))
         fill_row = np.broadcast_to(np.asarray(fill, dtype=np.float32), (n_flat,))
         flat = np.tile(fill_row, (len(v), 1))  # (N, prod(input_shape))
         flat[:, self.kept] = v * self.scale + self.offset
-        return flat.reshape(len(v), *self.input_shape)
+        return flat.reshape(len(v), *self.output_shape)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"input_shape": np.asarray(self.input_shape, dtype=np.int64), "kept": self.kept,
-                "offset": self.offset, "scale": self.scale}
+                "offset": self.offset, "scale": self.scale,
+                "features": np.asarray(INPUT_FEATURES.index(self.features), dtype=np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> InputTransform:
         return cls(tuple(int(v) for v in arrays["input_shape"]),
                    np.asarray(arrays["kept"], dtype=np.int64),
                    np.asarray(arrays["offset"], dtype=np.float32),
-                   np.asarray(arrays["scale"], dtype=np.float32))
+                   np.asarray(arrays["scale"], dtype=np.float32),
+                   _features_name(arrays.get("features")))
 
 
-def fit_transform(x_train: np.ndarray, likelihood: str) -> InputTransform:
+def _features_name(code: np.ndarray | None) -> str:
+    """Stored feature-set index -> name; checkpoints written before it existed are raw."""
+    if code is None:
+        return "raw"
+    index = int(np.asarray(code))
+    if not 0 <= index < len(INPUT_FEATURES):
+        raise ValueError(f"unknown input feature set {index}: written by a newer susl?")
+    return INPUT_FEATURES[index]
+
+
+def fit_transform(x_train: np.ndarray, likelihood: str,
+                  features: str = "raw") -> InputTransform:
     """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs."""
     x = np.asarray(x_train, dtype=np.float32)
-    flat = x.reshape(len(x), -1)
+    if features not in INPUT_FEATURES:
+        raise DataError(f"unknown input features {features!r}: use {' or '.join(INPUT_FEATURES)}")
+    if features == "window-stats":
+        if likelihood == "bernoulli":
+            raise DataError("window-stats summaries are real numbers: use --likelihood gaussian "
+                            "with them (or --input-features raw for images)")
+        flat = window_features(x)
+    else:
+        flat = x.reshape(len(x), -1)
     std = flat.std(axis=0, dtype=np.float64)
     if likelihood == "bernoulli":
         if flat.min() < 0 or flat.max() > 1:
@@ -93,4 +132,5 @@ def fit_transform(x_train: np.ndarray, likelihood: str) -> InputTransform:
     if kept.size == 0:
         raise DataError("every input dimension is (nearly) constant over the training set: "
                         "nothing to learn from; check the data")
-    return InputTransform(tuple(int(s) for s in x.shape[1:]), kept.astype(np.int64), offset, scale)
+    return InputTransform(tuple(int(s) for s in x.shape[1:]), kept.astype(np.int64), offset, scale,
+                          features)

@@ -40,6 +40,7 @@ class ModelOptions:
     hidden_units: int | None = None
     likelihood: str | None = None
     gaussian_sigma: float | None = None
+    input_features: str | None = None
     init: str | None = None
     labelled_mass: float | None = None
 
@@ -111,7 +112,7 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
             train_config: TrainConfig, device: torch.device) -> Run:
     """Build a fresh, seeded run for a mask file."""
     likelihood = options.likelihood or ("bernoulli" if masked.input_kind == "image" else "gaussian")
-    transform = fit_transform(masked.x_train, likelihood)
+    transform = fit_transform(masked.x_train, likelihood, options.input_features or "raw")
     model_config = make_model_config(masked, transform.output_dim, options, likelihood)
     n = len(masked.y_observed)  # a batch larger than the data is the whole data
     check_model_fits(model_config, device, training=True,

@@ -35,6 +35,7 @@ from susl_cli.runs import Run, load_model, resolve_device
 from susl_cli.storage.h5 import check_output_path
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.storage.outputs import write_csv_atomic, write_samples_h5
+from susl_cli.window_features import feature_names
 
 IMAGE_SUFFIXES = (".png",)
 TABLE_SUFFIXES = (".csv",)
@@ -86,6 +87,7 @@ class SampleGrid:
     checkpoint: str
     probability: np.ndarray | None = None  # (R, C) q(y|x) of the shown points
     point_index: np.ndarray | None = None  # (R, C) index into the reference points, -1 = none
+    value_names: list[str] | None = None  # CSV names of the flattened values (default x0..)
 
     @property
     def mapped_names(self) -> list[str]:
@@ -121,7 +123,8 @@ class SampleGrid:
         head = {"component": arrays["component"], "mapped_class": names[arrays["mapped_class"]],
                 "row": arrays["row"], "seed": np.full(len(x), self.seed)}
         head.update({k: arrays[k] for k in ("point_index", "probability") if k in arrays})
-        features = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
+        names = self.value_names or [f"x{i}" for i in range(x.shape[1])]
+        features = pd.DataFrame(x, columns=names)
         return pd.concat([pd.DataFrame(head), features], axis=1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,8 +214,10 @@ def generate_means(run: Run, components: np.ndarray, rows: int, seed: int,
     means = run.model.sample_means(torch.as_tensor(components, dtype=torch.long), rows,
                                    generator)  # (R, C, D)
     flat = means.cpu().numpy().reshape(rows * len(components), -1)
+    if run.transform.features != "raw":
+        fill = 0.0  # summaries cannot become windows: the means stay in the summary space
     return run.transform.to_input_space(flat, fill).reshape(rows, len(components),
-                                                            *run.transform.input_shape)
+                                                            *run.transform.output_shape)
 
 
 def _check_grid_fits(run: Run, rows: int, n_columns: int) -> None:
@@ -298,6 +303,8 @@ def build_grid(run: Run, checkpoint: Path, options: SampleOptions) -> SampleGrid
     else:
         fill = ref.fill if ref is not None else 0.0
         grid.values = generate_means(run, columns, options.rows, options.seed, fill)
+        if run.transform.features == "window-stats":
+            grid.value_names = feature_names(*run.transform.input_shape)
     return grid
 
 

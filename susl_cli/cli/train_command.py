@@ -133,6 +133,10 @@ def train(
     gaussian_sigma: float = _opt("--gaussian-sigma", "Fixed std of the Gaussian likelihood on "
                                  "standardised data, 1e-30..1e30", ModelConfig,
                                  "gaussian_sigma", callback=_check_sigma),
+    input_features: str = _opt("--input-features", "raw, or window-stats for time-series "
+                               "windows (channels x steps): per-channel statistics, spectral "
+                               "band energies and channel correlations", ModelConfig,
+                               "input_features"),
     init: str = _opt("--init", "reference (Glorot hidden, N(0,1e-6) heads) or paper (all "
                      "N(0,1e-6))", ModelConfig, "init"),
     labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "
@@ -157,7 +161,8 @@ def train(
     ).items() if v is not None}
     options = ModelOptions(model=model, extra_components=extra_components, latent_dim=latent_dim,
                            hidden_units=hidden_units, likelihood=likelihood,
-                           gaussian_sigma=gaussian_sigma, init=init, labelled_mass=labelled_mass)
+                           gaussian_sigma=gaussian_sigma, input_features=input_features,
+                           init=init, labelled_mass=labelled_mass)
     observer = ProgressObserver(quiet or as_json)
     try:
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
@@ -215,7 +220,8 @@ def _checkpoint_table(s: dict) -> Table:
                    + (" (finished)" if s.get("completed") else " (resumable)")),
         ("components K", f"{mc.get('n_components')} ({mc.get('n_labelled')} labelled)"),
         ("latent / hidden", f"{mc.get('latent_dim')} / {mc.get('hidden_units')}"),
-        ("likelihood", str(mc.get("likelihood"))), ("seed", str(s.get("seed"))),
+        ("likelihood", str(mc.get("likelihood"))),
+        ("input features", str(mc.get("input_features", "raw"))), ("seed", str(s.get("seed"))),
         ("susl version", str(s.get("susl_version"))),
     ]
     for key, value in rows:
