@@ -331,6 +331,8 @@ def write_samples(grid: SampleGrid, out: Path, overwrite: bool) -> list[int] | N
     if suffix in ARRAY_SUFFIXES:
         meta = {**grid.to_dict(), "class_names": grid.class_names,
                 "susl_version": __version__}
+        if grid.value_names:  # x holds summaries, not raw inputs: say which column is which
+            meta["value_names"] = grid.value_names
         write_samples_h5(out, grid.arrays(), meta, grid.seed, overwrite)
         return None
     if not grid.is_image:

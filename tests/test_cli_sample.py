@@ -95,6 +95,12 @@ def test_non_image_data_as_h5_and_seed_changes_draws(runner, tiny_real_run, tmp_
         assert a.attrs["susl_kind"] == "samples" and int(a.attrs["seed"]) == 1
         assert a["x"].shape == (8 * len(set(a["component"][()])), 12)
         assert (a["x"][()] != b["x"][()]).any()
+        n_points = len(a["row"])
+    described = json.loads(_ok(runner, ["info", str(first), "--json"]).stdout)
+    assert described["kind"] == "samples" and described["seed"] == 1
+    assert described["columns"]["x"] == [n_points, 12] and described["mode"] == "means"
+    table = _ok(runner, ["info", str(first)]).stdout
+    assert "samples" in table and "means (seed 1)" in table
 
 
 def test_most_confident_csv_has_point_indices(runner, tiny_real_run, tmp_path: Path):

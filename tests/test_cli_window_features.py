@@ -58,6 +58,10 @@ def test_window_stats_model_trains_scores_samples_and_predicts_raw_windows(runne
     _ok(runner, ["sample", str(run), "--out", str(samples), "--rows", "2"])
     columns = list(pd.read_csv(samples).columns)
     assert columns[-len(feature_names(2, 32)):] == feature_names(2, 32)
+    as_h5 = tmp_path / "s.h5"
+    _ok(runner, ["sample", str(run), "--out", str(as_h5), "--rows", "2"])
+    described = json.loads(_ok(runner, ["info", str(as_h5), "--json"]).stdout)
+    assert described["value_names"] == feature_names(2, 32)
 
     # predict takes raw windows and summarises them exactly as training did
     raw = np.load(source)["x_test"][:9]

@@ -19,8 +19,10 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
+from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.predict import PredictOptions, predict_to_file
 from susl_cli.sample import SampleOptions, sample_to_file
+from susl_cli.storage.outputs import KIND_SAMPLES, describe_samples
 
 _SAMPLE = SampleOptions()  # defaults live in the library's options, not here
 _PREDICT = PredictOptions()
@@ -143,3 +145,21 @@ def _render_predictions(s: dict[str, Any]) -> None:
         console.print(f"unlike_labelled: {s['n_unlike_labelled']} rows with entropy > "
                       f"{s['entropy_threshold']:.4g} nats ({s['threshold_source']})",
                       soft_wrap=True)
+
+
+def _samples_table(s: dict[str, Any]) -> Table:
+    table = Table(title="samples", show_header=False)
+    columns = s.get("columns", {})
+    rows = [("file", s["file"]), ("from checkpoint", str(s.get("checkpoint"))),
+            ("mode", f"{s.get('mode')} (seed {s.get('seed')})"),
+            ("points", str(columns.get("row", ["?"])[0])),
+            ("components", ", ".join(map(str, s.get("components", [])))),
+            ("mapped classes", ", ".join(map(str, s.get("mapped_classes", [])))),
+            ("arrays", ", ".join(f"{k} {tuple(v)}" for k, v in sorted(columns.items()))),
+            ("susl version", str(s.get("susl_version")))]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+INFO_HANDLERS[KIND_SAMPLES] = (describe_samples, _samples_table)

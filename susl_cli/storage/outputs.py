@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from susl_cli.errors import OutputError
-from susl_cli.storage.h5 import atomic_h5_write, check_output_path, put_json_attr, write_array
+from susl_cli.storage.h5 import (
+    H5_READ_ERRORS,
+    atomic_h5_write,
+    check_output_path,
+    get_json_attr,
+    open_for_reading,
+    put_json_attr,
+    write_array,
+)
 
 KIND_SAMPLES = "samples"
 ATTR_META = "meta"
@@ -67,3 +75,18 @@ def write_samples_h5(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, 
         for name, array in arrays.items():
             write_array(f, name, np.asarray(array))
     return path
+
+
+def describe_samples(path: Path) -> dict[str, Any]:
+    """What a samples file holds (metadata and column shapes), without reading the arrays."""
+    with open_for_reading(Path(path), KIND_SAMPLES) as f:
+        meta = get_json_attr(f, ATTR_META)
+        try:
+            columns = {name: list(f[name].shape) for name in f}
+            seed = int(f.attrs[ATTR_SEED])
+        except H5_READ_ERRORS:
+            raise OutputError(f"{str(path)!r} is a damaged samples file: write it again with "
+                              "`susl sample`") from None
+    if not isinstance(meta, dict):
+        meta = {}
+    return {"file": str(path), "kind": KIND_SAMPLES, **meta, "seed": seed, "columns": columns}
