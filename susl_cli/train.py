@@ -120,8 +120,10 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             )
         run.epoch += 1
         record["train_labelled_acc"] = labelled_accuracy(run, data)
+        record["components_used"] = float(components_used(run, data))
         for key, value in record.items():
-            run.history.setdefault(key, []).append(value)
+            # a key new since a resumed checkpoint was written: earlier epochs did not log it
+            run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
         done = run.epoch == config.epochs
         if done or run.epoch % config.checkpoint_every == 0:
             _save_checkpoint(run, out_path, done, last_saved)
@@ -266,6 +268,21 @@ def labelled_accuracy(run: Run, data: TrainingData, batch: int = 10_000) -> floa
         logits = run.model.classifier_logits(data.x_labelled[start:start + batch])
         correct += (logits.argmax(-1) == data.y_labelled[start:start + batch]).sum()
     return float(correct) / len(data.x_labelled)
+
+
+@torch.no_grad()
+def components_used(run: Run, data: TrainingData, batch: int = 10_000) -> int:
+    """How many components q(y|x) predicts for some unlabelled training point (label-free).
+
+    Far fewer than the labelled classes plus the hidden ones means components are starved
+    (README "Choices": --marginal-kl); with no unlabelled points, counted on the labelled ones.
+    """
+    x = data.x_unlabelled if len(data.x_unlabelled) else data.x_labelled
+    run.model.eval()
+    seen = torch.zeros(run.model_config.n_components, dtype=torch.bool, device=x.device)
+    for start in range(0, len(x), batch):
+        seen[run.model.classifier_logits(x[start:start + batch]).argmax(-1)] = True
+    return int(seen.sum())
 
 
 def _snapshot(run: Run) -> Run:

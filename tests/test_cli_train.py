@@ -152,3 +152,40 @@ def test_corrupt_mask_file(tmp_path, runner):
     line = assert_one_line_error(runner.invoke(app, ["train", str(bad), "--out",
                                                str(tmp_path / "r.h5")]))
     assert "bad.h5" in line
+
+
+def test_components_used_is_logged_and_counts_distinct_predictions(tiny_mask, tmp_path, runner):
+    from susl_cli.evaluate import predict_probs
+    from susl_cli.storage.masked import read_masked_dataset
+
+    out = tmp_path / "run.h5"
+    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2", "--batch-size", "20",
+                                 "--labelled-batch-size", "10", "--extra-components", "4",
+                                 "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    run = load_model(out)
+    masked = read_masked_dataset(tiny_mask)
+    unlabelled = masked.x_train[masked.y_observed < 0]
+    by_hand = len(np.unique(predict_probs(run, unlabelled).argmax(-1)))
+    assert len(run.history["components_used"]) == 2
+    assert run.history["components_used"][-1] == by_hand
+    assert f"{by_hand} of 6" in result.stdout  # the summary table says it too
+
+
+def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tmp_path):
+    from susl_cli.runs import save_run
+
+    out = tmp_path / "run.h5"
+    options = ModelOptions(extra_components=4)
+    overrides = {"batch_size": 20, "labelled_batch_size": 10}
+    train_mask_file(tiny_mask, out, options=options, train_overrides={**overrides, "epochs": 1},
+                    device="cpu", observer=SilentObserver())
+    old = load_model(out, with_optimizer=True)
+    del old.history["components_used"]  # as written before susl logged it
+    save_run(old, out, completed=True)
+    resumed = train_mask_file(tiny_mask, out, options=options, resume=True, device="cpu",
+                              train_overrides={**overrides, "epochs": 2},
+                              observer=SilentObserver())
+    used = resumed.history["components_used"]
+    assert len(used) == len(resumed.history["loss"]) == 2
+    assert np.isnan(used[0]) and used[1] >= 1

@@ -81,7 +81,9 @@ class ProgressObserver:
     def epoch_finished(self, record: dict[str, float]) -> None:
         acc = record.get("train_labelled_acc", math.nan)
         acc_text = "" if math.isnan(acc) else f" labelled acc {acc:.3f}"
-        self.progress.update(self.task, info=f"loss {record['loss']:.2f}{acc_text} "
+        used = record.get("components_used", math.nan)
+        used_text = "" if math.isnan(used) else f" components used {used:.0f}"
+        self.progress.update(self.task, info=f"loss {record['loss']:.2f}{acc_text}{used_text} "
                                              f"{record['samples_per_s']:.0f} samples/s")
 
     def close(self) -> None:
@@ -188,12 +190,25 @@ def _summary(run: Run, out: Path) -> dict:
     }
 
 
+def _components_used_text(used: float | None, n_components: int) -> str:
+    """k of K on the unlabelled training points, with a hint when most lie idle."""
+    if used is None:
+        return "n/a"
+    text = f"{used:.0f} of {n_components} (argmax q(y|x) on unlabelled training points)"
+    if used < n_components / 4:
+        text += "; many idle: try --marginal-kl 1"
+    return text
+
+
 def _summary_table(s: dict) -> Table:
     table = Table(title="susl train", show_header=False)
     final = s["final"]
     acc = final.get("train_labelled_acc")
     rows = [("checkpoint", s["checkpoint"]), ("model", s["model"]),
-            ("components K", str(s["n_components"])), ("epochs", str(s["epochs"])),
+            ("components K", str(s["n_components"])),
+            ("components used", _components_used_text(final.get("components_used"),
+                                                      s["n_components"])),
+            ("epochs", str(s["epochs"])),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
