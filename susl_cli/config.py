@@ -1,7 +1,7 @@
 """Frozen, validated configuration. CLI options map one-to-one onto these fields.
 
 Defaults are defined here and nowhere else. Where the paper is silent the choice is
-documented next to the field (see also docs/method.md).
+documented next to the field (see also README "Choices where the paper is silent").
 """
 
 from __future__ import annotations
