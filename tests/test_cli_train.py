@@ -189,3 +189,21 @@ def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tm
     used = resumed.history["components_used"]
     assert len(used) == len(resumed.history["loss"]) == 2
     assert np.isnan(used[0]) and used[1] >= 1
+
+
+def test_help_shows_the_config_dataclass_defaults(runner):
+    from susl_cli.config import ModelConfig, TrainConfig
+
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1].split(",")[0]: line for line in result.stdout.splitlines()
+             if line.startswith("│") and len(line.split()) > 1 and line.split()[1][:2] == "--"}
+    for option, config, field in (("--alpha", TrainConfig, "alpha"),
+                                  ("--epochs", TrainConfig, "epochs"),
+                                  ("--learning-rate", TrainConfig, "learning_rate"),
+                                  ("--marginal-kl", TrainConfig, "marginal_kl"),
+                                  ("--y-estimator", TrainConfig, "y_estimator"),
+                                  ("--input-features", ModelConfig, "input_features"),
+                                  ("--latent-dim", ModelConfig, "latent_dim")):
+        default = config.__dataclass_fields__[field].default
+        assert f"[default: {default}]" in lines[option], lines[option]
