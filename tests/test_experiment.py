@@ -200,6 +200,7 @@ def test_markdown_describes_itself(tmp_path: Path):
     text = markdown_text(result, summarise_cells(rows, "table2", "mnist"), "susl experiment x",
                          generated=datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
     assert "Reduced run: 20 epochs, not the paper's 400" in text
+    assert text.startswith("### Table 2 on mnist with alpha=10: measured by")  # not the paper's
     assert "| M2 (SSVAE) | measured | 60.0 ± 0.0 | 60.0 ± 0.0 | 60.0 ± 0.0 |" in text
     assert "| M2 (SSVAE) | paper | 26.1 ± 2.8 | 97.6 ± 0.1 | 54.3 ± 0.9 |" in text
     for part in ("`susl experiment x`", "2 seed(s) (0, 1)", "labelled classes 0-4 of 10",
