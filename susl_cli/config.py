@@ -20,6 +20,12 @@ Init = Literal["reference", "paper"]
 InputFeatures = Literal["raw", "window-stats"]
 
 
+# sigma of the fixed-variance Gaussian likelihood on standardised data. Measured: sigma = 1e-30
+# turns the first epoch's loss into inf/NaN (squared errors / sigma^2 overflow float32),
+# 1e-8 still trains; the bounds leave a margin on both sides of any sensible value (~0.1-1).
+GAUSSIAN_SIGMA_RANGE = (1e-6, 1e6)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a model. `n_components` = K = n_labelled + extra components."""
@@ -50,8 +56,11 @@ class ModelConfig:
             )
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"unknown likelihood {self.likelihood!r}: use bernoulli or gaussian")
-        if not self.gaussian_sigma > 0:
-            raise ConfigError(f"--gaussian-sigma must be > 0, got {self.gaussian_sigma}")
+        low, high = GAUSSIAN_SIGMA_RANGE
+        if not low <= self.gaussian_sigma <= high:
+            raise ConfigError(f"--gaussian-sigma must be in {low:g}..{high:g} (the data are "
+                              f"standardised to sd 1; a much smaller sigma overflows float32), "
+                              f"got {self.gaussian_sigma:g}")
         if self.input_features not in ("raw", "window-stats"):
             raise ConfigError(f"unknown input features {self.input_features!r}: use raw or "
                               "window-stats")

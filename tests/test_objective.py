@@ -270,6 +270,8 @@ def test_model_config_rejects_non_positive_sizes(field: str, value: float) -> No
         {"likelihood": "poisson"},
         {"gaussian_sigma": 0.0},
         {"gaussian_sigma": float("nan")},
+        {"gaussian_sigma": 1e-30},  # squared errors / sigma^2 overflow float32 (measured: NaN)
+        {"gaussian_sigma": float("inf")},
         {"init": "kaiming"},
         {"n_components": 3, "prior": (0.5, 0.5)},  # wrong length
         {"n_components": 3, "prior": (0.5, 0.5, 0.0)},  # not positive

@@ -22,7 +22,7 @@ from susl_cli.cli.common import (
     handle_errors,
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
-from susl_cli.config import ModelConfig, TrainConfig
+from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
 from susl_cli.console import make_progress
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
@@ -47,13 +47,15 @@ def _opt(flag: str, text: str, config_class: type | None = None, name: str = "",
     return typer.Option(None, flag, *aliases, help=text + default, **extra)
 
 
-# sigma**2 must stay a finite, non-zero float (the likelihood divides by it in Python floats)
-SIGMA_RANGE = (1e-30, 1e30)
 BATCH_MAX = 2**31 - 1  # torch indexes batches with int64; a larger batch is the whole data
+
+
 def _check_sigma(value: float | None) -> float | None:
-    if value is not None and not SIGMA_RANGE[0] <= value <= SIGMA_RANGE[1]:
-        raise typer.BadParameter(f"{value:g} is outside {SIGMA_RANGE[0]:g}..{SIGMA_RANGE[1]:g}: "
-                                 "sigma**2 must stay a finite, non-zero number")
+    """Fail while parsing (before any data is read), with the range ModelConfig enforces."""
+    low, high = GAUSSIAN_SIGMA_RANGE
+    if value is not None and not low <= value <= high:
+        raise typer.BadParameter(f"{value:g} is outside {low:g}..{high:g}: the data are "
+                                 "standardised to sd 1, and a much smaller sigma overflows")
     return value
 
 
@@ -134,7 +136,7 @@ def train(
     likelihood: str = _opt("--likelihood", "bernoulli or gaussian \\[default: bernoulli for "
                            "images, else gaussian]."),
     gaussian_sigma: float = _opt("--gaussian-sigma", "Fixed std of the Gaussian likelihood on "
-                                 "standardised data, 1e-30..1e30", ModelConfig,
+                                 "standardised data, 1e-6..1e6", ModelConfig,
                                  "gaussian_sigma", callback=_check_sigma),
     input_features: str = _opt("--input-features", "raw, or window-stats for time-series "
                                "windows (channels x steps): per-channel statistics, spectral "
