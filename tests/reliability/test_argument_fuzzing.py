@@ -285,3 +285,16 @@ def test_arguments_that_broke_susl(bench, tmp_path: Path, args: list, expect: st
     result = invoke([*command, *args[2:], *extra, "--out", out])
     assert expect in check_clean_error(result)
     figures.add("fuzz_cases")
+
+
+@pytest.mark.found_bug("`susl experiment --set gaussian_sigma=1e-200` skipped the range check "
+                       "`susl train` makes, trained, and ended in a NaN loss blamed on the "
+                       "learning rate")
+def test_experiment_settings_are_checked_like_train_options(bench, tmp_path: Path, figures):
+    grid = tmp_path / "grid"
+    result = invoke(["experiment", "table2", "--dataset", bench["data"], "--seeds", 1,
+                     "--epochs", 1, "--models", "gmdgm", "--regimes", "ss", "--quiet",
+                     "--set", "gaussian_sigma=1e-200", "--out", grid])
+    assert "gaussian-sigma" in check_clean_error(result)
+    assert not grid.exists()  # refused before any mask was made or run trained
+    figures.add("fuzz_cases")
