@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from susl_cli.errors import ConfigError
 
@@ -18,6 +18,8 @@ YEstimator = Literal["enumerate", "gumbel"]
 KLMode = Literal["analytic", "sampled"]
 Init = Literal["reference", "paper"]
 InputFeatures = Literal["raw", "window-stats"]
+# The names in a fixed order: checkpoints store a feature set by its index in this tuple.
+INPUT_FEATURES: tuple[str, ...] = get_args(InputFeatures)
 
 
 # sigma of the fixed-variance Gaussian likelihood on standardised data. Measured: sigma = 1e-30
@@ -61,9 +63,9 @@ class ModelConfig:
             raise ConfigError(f"--gaussian-sigma must be in {low:g}..{high:g} (the data are "
                               f"standardised to sd 1; a much smaller sigma overflows float32), "
                               f"got {self.gaussian_sigma:g}")
-        if self.input_features not in ("raw", "window-stats"):
-            raise ConfigError(f"unknown input features {self.input_features!r}: use raw or "
-                              "window-stats")
+        if self.input_features not in INPUT_FEATURES:
+            raise ConfigError(f"unknown input features {self.input_features!r}: use "
+                              f"{' or '.join(INPUT_FEATURES)}")
         if self.init not in ("reference", "paper"):
             raise ConfigError(f"unknown init {self.init!r}: use reference or paper")
         if self.prior:

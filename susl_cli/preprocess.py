@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from susl_cli.config import INPUT_FEATURES
 from susl_cli.errors import DataError
 from susl_cli.window_features import feature_names, window_features
 
-# What the model sees of a raw example; the index is stored in checkpoints (absent = raw).
-INPUT_FEATURES = ("raw", "window-stats")
 STD_THRESHOLD = 0.1  # paper: keep pixels with training std > 0.1
 CONSTANT_STD = 1e-8
 
@@ -39,7 +38,12 @@ class InputTransform:
         """Shape of one example in the space the model generates: raw, or the summaries."""
         if self.features == "raw":
             return self.input_shape
-        return (len(feature_names(*self.input_shape)),)
+        return (len(feature_names(*self.input_shape)),)  # summaries: one flat vector
+
+    @property
+    def output_names(self) -> list[str] | None:
+        """Names of the generated values when they are summaries (None: raw input layout)."""
+        return None if self.features == "raw" else feature_names(*self.input_shape)
 
     @property
     def output_dim(self) -> int:

@@ -35,7 +35,6 @@ from susl_cli.runs import Run, load_model, resolve_device
 from susl_cli.storage.h5 import check_output_path
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.storage.outputs import write_csv_atomic, write_samples_h5
-from susl_cli.window_features import feature_names
 
 IMAGE_SUFFIXES = (".png",)
 TABLE_SUFFIXES = (".csv",)
@@ -303,8 +302,7 @@ def build_grid(run: Run, checkpoint: Path, options: SampleOptions) -> SampleGrid
     else:
         fill = ref.fill if ref is not None else 0.0
         grid.values = generate_means(run, columns, options.rows, options.seed, fill)
-        if run.transform.features == "window-stats":
-            grid.value_names = feature_names(*run.transform.input_shape)
+        grid.value_names = run.transform.output_names
     return grid
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from susl_cli.errors import OutputError
+from susl_cli.errors import FileFormatError, OutputError
 from susl_cli.storage.h5 import (
     H5_READ_ERRORS,
     atomic_h5_write,
@@ -85,7 +85,7 @@ def describe_samples(path: Path) -> dict[str, Any]:
             columns = {name: list(f[name].shape) for name in f}
             seed = int(f.attrs[ATTR_SEED])
         except H5_READ_ERRORS:
-            raise OutputError(f"{str(path)!r} is a damaged samples file: write it again with "
+            raise FileFormatError(f"{str(path)!r} is a damaged samples file: write it again with "
                               "`susl sample`") from None
     if not isinstance(meta, dict):
         meta = {}
