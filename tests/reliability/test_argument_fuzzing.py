@@ -23,13 +23,11 @@ from hypothesis import strategies as st
 from .reliability_helpers import (
     check_clean_error,
     check_clean_outcome,
-    commands,
     invoke,
     write_tiny_npz,
 )
 
 BUDGET = int(os.environ.get("SUSL_FUZZ_EXAMPLES", "0"))
-COMMANDS = commands()
 _cases = itertools.count()
 
 
@@ -211,7 +209,6 @@ def test_fuzz_info_and_evaluate(bench, figures, data):
     run_case(args, figures)
 
 
-@pytest.mark.skipif("sample" not in COMMANDS, reason="`susl sample` is not there yet")
 @fuzz_settings(20)
 @given(data=st.data())
 def test_fuzz_sample(bench, figures, data):
@@ -231,7 +228,6 @@ def test_fuzz_sample(bench, figures, data):
     run_case(args, figures)
 
 
-@pytest.mark.skipif("predict" not in COMMANDS, reason="`susl predict` is not there yet")
 @fuzz_settings(20)
 @given(data=st.data())
 def test_fuzz_predict(bench, figures, data):
