@@ -35,7 +35,9 @@ def main(checkpoint: Path, new_rows: str) -> None:
               f"points (entropy > {predictions.calibration.entropy_threshold:.3g} nats): "
               "candidates for a class nobody labelled")
 
-    # The low-level call: the full (N, K) matrix of q(y|x), e.g. for your own thresholds.
+    # The low-level calls: the full (N, K) matrix of q(y|x), e.g. for your own thresholds.
+    # (This reads the model and the rows a second time, to show each layer on its own; a
+    # program needing both would call these three functions once and keep the results.)
     run = load_model(checkpoint)
     x, described = read_inputs(new_rows, PredictOptions())
     probs = predict_probs(run, fit_layout(run, x, described))  # (N, K); rows sum to 1
