@@ -241,12 +241,13 @@ def predict_file(checkpoint: Path, source: str, options: PredictOptions) -> Pred
                        options.entropy_quantile)
 
 
-def check_predictions_path(out: Path, overwrite: bool) -> None:
+def check_predictions_path(out: Path, overwrite: bool,
+                           inputs: tuple[Path | None, ...] = ()) -> None:
     """Predictions are a CSV table; refuse anything else before any work is done."""
     if Path(out).suffix.lower() != ".csv":
         raise OutputError(f"predictions are written as CSV: give --out a .csv path, not "
                           f"{str(out)!r}")
-    check_output_path(Path(out), overwrite)
+    check_output_path(Path(out), overwrite, inputs)
 
 
 def write_predictions(predictions: Predictions, out: Path, overwrite: bool) -> Path:
@@ -256,7 +257,7 @@ def write_predictions(predictions: Predictions, out: Path, overwrite: bool) -> P
 def predict_to_file(checkpoint: Path, source: str, out: Path, options: PredictOptions,
                     overwrite: bool = False) -> Predictions:
     """Check `out` first (nothing is computed for an unwritable path), predict, write CSV."""
-    check_predictions_path(out, overwrite)
+    check_predictions_path(out, overwrite, inputs=(Path(checkpoint), Path(source)))
     predictions = predict_file(checkpoint, source, options)
     write_predictions(predictions, out, overwrite)
     return predictions

@@ -165,13 +165,13 @@ def is_image_run(run: Run) -> bool:
     return run.meta.get("input_kind") == "image" and len(run.transform.input_shape) == 2
 
 
-def check_sample_path(out: Path, overwrite: bool) -> None:
+def check_sample_path(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
     """Refuse an unknown output type or an unwritable path before the model is loaded."""
     suffix = Path(out).suffix.lower()
     if suffix not in IMAGE_SUFFIXES + TABLE_SUFFIXES + ARRAY_SUFFIXES:
         raise OutputError(f"cannot write samples as {suffix or 'a file without suffix'!r}: give "
                           "--out a .png (images), .csv or .h5 path")
-    check_output_path(Path(out), overwrite)
+    check_output_path(Path(out), overwrite, inputs)
 
 
 def load_reference(run: Run, checkpoint: Path, data: Path | None, required: bool
@@ -309,7 +309,7 @@ def build_grid(run: Run, checkpoint: Path, options: SampleOptions) -> SampleGrid
 def sample_to_file(checkpoint: Path, out: Path, options: SampleOptions,
                    overwrite: bool = False) -> dict[str, Any]:
     """Check `out`, build the grid and write it; returns a summary of what was written."""
-    check_sample_path(out, overwrite)
+    check_sample_path(out, overwrite, inputs=(Path(checkpoint), options.data))
     run = load_model(Path(checkpoint), resolve_device(options.device))
     if Path(out).suffix.lower() in IMAGE_SUFFIXES and not is_image_run(run):
         raise UsageError(f"{str(checkpoint)!r} was trained on non-image data (inputs of shape "

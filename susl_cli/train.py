@@ -320,7 +320,7 @@ def train_mask_file(
         if out_path.is_file() and not overwrite:
             raise OutputError(f"{str(out_path)!r} already exists: pass --resume to continue the "
                               "run it holds, or --overwrite to replace it")
-        check_output_path(out_path, overwrite)
+        check_output_path(out_path, overwrite, inputs=(mask_path,))
     masked = read_masked_dataset(mask_path)  # observed labels only: never the true ones
     if resume:
         run = _resume(mask_path, out_path, options, train_overrides, torch_device)

@@ -47,7 +47,7 @@ def evaluate(
     """
     for path in (plot, entropy_plot, tsne, csv):
         if path is not None:
-            check_output_path(path, overwrite=True)
+            check_output_path(path, overwrite=True, inputs=(*runs, data))
     results = [evaluate_checkpoint(r, data, fit_mapping, device) for r in runs]
     masks = {e.run.meta["mask_sha256"] for e in results}
     if len(masks) > 1 and not allow_mixed:

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,18 @@ _WRITE_ERRNOS = {  # errno -> (what happened, what to do)
 _in_memory_names = itertools.count()
 
 
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Fail early, before any work, if `path` cannot be written as asked."""
+def check_output_path(path: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
+    """Fail early, before any work, if `path` cannot be written as asked.
+
+    `inputs` are the files the command reads: writing over one of them (a typo, or
+    `--out` = the mask file with --overwrite) would destroy what the output is made from.
+    """
     path = Path(path)
+    for source in inputs:
+        if source is not None and path.exists() and Path(source).exists() \
+                and os.path.samefile(path, source):
+            raise OutputError(f"{str(path)!r} is also an input of this command: writing there "
+                              "would destroy it; choose another output file")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {str(parent)!r} does not exist: create it first")
