@@ -9,12 +9,14 @@ EPOCHS="${EPOCHS:-10}"
 OUT="${OUT:-har-example}"
 mkdir -p "$OUT"
 
-susl mask --dataset har --labelled-classes 0-2 --seed 0 --out "$OUT/har-sus.h5" --overwrite
+# The representation is chosen with the mask and stored in it; train can override it.
+susl mask --dataset har --labelled-classes 0-2 --seed 0 --input-features window-stats \
+    --out "$OUT/har-sus.h5" --overwrite
 
 susl train "$OUT/har-sus.h5" --preset paper --epochs "$EPOCHS" \
-    --out "$OUT/raw.h5" --overwrite
+    --input-features raw --out "$OUT/raw.h5" --overwrite
 susl train "$OUT/har-sus.h5" --preset paper --epochs "$EPOCHS" \
-    --input-features window-stats --marginal-kl 1 --out "$OUT/window-stats.h5" --overwrite
+    --marginal-kl 1 --out "$OUT/window-stats.h5" --overwrite
 
 # One table per run, then the confusion matrix of the better one.
 susl evaluate "$OUT/raw.h5"

@@ -106,6 +106,17 @@ def _features_name(code: np.ndarray | None) -> str:
     return INPUT_FEATURES[index]
 
 
+def check_input_features(x: np.ndarray, input_kind: str, features: str) -> None:
+    """Refuse, before anything is written, a feature set that cannot apply to these inputs."""
+    if features not in INPUT_FEATURES:
+        raise DataError(f"unknown input features {features!r}: use {' or '.join(INPUT_FEATURES)}")
+    if features == "window-stats":
+        if input_kind == "image":
+            raise DataError("window-stats summarise time-series windows, not images: leave "
+                            "--input-features out (raw) for image data")
+        window_features(np.asarray(x[:1]))  # checks the (channels, steps) shape
+
+
 def fit_transform(x_train: np.ndarray, likelihood: str,
                   features: str = "raw") -> InputTransform:
     """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs."""

@@ -112,7 +112,10 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
             train_config: TrainConfig, device: torch.device) -> Run:
     """Build a fresh, seeded run for a mask file."""
     likelihood = options.likelihood or ("bernoulli" if masked.input_kind == "image" else "gaussian")
-    transform = fit_transform(masked.x_train, likelihood, options.input_features or "raw")
+    # the representation: this command's choice, else the one recorded at mask time
+    features = options.input_features or masked.metadata.input_features or "raw"
+    options = dataclasses.replace(options, input_features=features)
+    transform = fit_transform(masked.x_train, likelihood, features)
     model_config = make_model_config(masked, transform.output_dim, options, likelihood)
     n = len(masked.y_observed)  # a batch larger than the data is the whole data
     check_model_fits(model_config, device, training=True,

@@ -203,7 +203,8 @@ def test_help_shows_the_config_dataclass_defaults(runner):
                                   ("--learning-rate", TrainConfig, "learning_rate"),
                                   ("--marginal-kl", TrainConfig, "marginal_kl"),
                                   ("--y-estimator", TrainConfig, "y_estimator"),
-                                  ("--input-features", ModelConfig, "input_features"),
                                   ("--latent-dim", ModelConfig, "latent_dim")):
         default = config.__dataclass_fields__[field].default
         assert f"[default: {default}]" in lines[option], lines[option]
+    # no fixed default: the mask file's choice, else raw (tests/test_cli_window_features.py)
+    assert "[default: the mask" in lines["--input-features"]

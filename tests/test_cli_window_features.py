@@ -87,3 +87,53 @@ def test_window_stats_on_flat_vectors_is_one_line_error(runner, tmp_path):
         runner.invoke(app, ["train", str(mask), "--input-features", "window-stats", "--epochs",
                             "1", "--quiet", "--out", str(run)]), absent=run)
     assert "--input-features raw" in line
+
+
+def _train_quick(runner, mask: Path, run: Path, *extra: str) -> None:
+    _ok(runner, ["train", str(mask), *extra, "--epochs", "1", "--batch-size", "20",
+                 "--hidden-units", "8", "--latent-dim", "2", "--quiet", "--device", "cpu",
+                 "--out", str(run)])
+
+
+def test_mask_time_choice_is_stored_used_by_train_and_overridable(runner, tmp_path):
+    source = _windows(tmp_path)
+    mask = tmp_path / "mask.h5"
+    _ok(runner, ["mask", "-d", str(source), "-l", "0-1", "--input-features", "window-stats",
+                 "--out", str(mask)])
+    described = json.loads(_ok(runner, ["info", str(mask), "--json"]).stdout)
+    assert described["input_features"] == "window-stats"
+    assert "window-stats" in _ok(runner, ["info", str(mask)]).stdout
+
+    _train_quick(runner, mask, tmp_path / "chosen.h5")
+    chosen = load_model(tmp_path / "chosen.h5")
+    assert chosen.model_config.input_features == "window-stats"
+    assert chosen.model_config.input_dim <= len(feature_names(2, 32))
+
+    _train_quick(runner, mask, tmp_path / "raw.h5", "--input-features", "raw")
+    raw = load_model(tmp_path / "raw.h5")
+    assert raw.model_config.input_features == "raw"
+    assert raw.model_config.input_dim == 2 * 32
+
+
+def test_mask_without_a_choice_trains_raw(runner, tmp_path):
+    mask = tmp_path / "mask.h5"
+    _ok(runner, ["mask", "-d", str(_windows(tmp_path)), "-l", "0-1", "--out", str(mask)])
+    assert json.loads(_ok(runner, ["info", str(mask), "--json"]).stdout)["input_features"] is None
+    _train_quick(runner, mask, tmp_path / "run.h5")
+    assert load_model(tmp_path / "run.h5").model_config.input_features == "raw"
+
+
+def test_mask_refuses_window_stats_it_cannot_apply(runner, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "images.npz", x=rng.random((40, 32, 32)).astype(np.float32),
+             y=np.repeat(np.arange(2), 20))
+    np.savez(tmp_path / "flat.npz", x=rng.normal(size=(40, 40)).astype(np.float32),
+             y=np.repeat(np.arange(2), 20))
+    out = tmp_path / "mask.h5"
+    for source, expected in (("images.npz", "not images"), ("flat.npz", "--input-features raw")):
+        result = runner.invoke(app, ["mask", "-d", str(tmp_path / source), "-l", "0",
+                                     "--input-features", "window-stats", "--out", str(out)])
+        assert expected in assert_one_line_error(result, absent=out)
+    result = runner.invoke(app, ["mask", "-d", str(tmp_path / "flat.npz"), "-l", "0",
+                                 "--input-features", "wavelets", "--out", str(out)])
+    assert "unknown input features" in assert_one_line_error(result, absent=out)

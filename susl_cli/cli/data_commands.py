@@ -74,6 +74,13 @@ def mask(
         help="Fetch missing built-in dataset files (into --data-dir, else the user cache), "
         "verifying their checksums.",
     ),
+    input_features: str | None = typer.Option(
+        None, "--input-features",
+        help="Representation training uses for this data (stored in OUT; `susl train "
+        "--input-features` overrides it): raw, or window-stats for time-series windows "
+        "(per-channel statistics, spectral band energies, channel correlations). "
+        "\\[default: raw]",
+    ),
     overwrite: bool = OVERWRITE_OPTION,
     json_out: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -83,6 +90,8 @@ def mask(
     Examples:
 
       susl mask --dataset mnist --labelled-classes 0-4 --out mnist-sus.h5
+
+      susl mask --dataset har --labelled-classes 0-2 --input-features window-stats --out har.h5
 
       susl mask --dataset har --labelled-classes 0-2 --labels-per-class 50 --seed 1 --out har.h5
 
@@ -98,7 +107,8 @@ def mask(
                             label_column=label_column, progress=progress)
     classes = parse_class_spec(labelled_classes, data.n_classes)
     masked = make_masked_dataset(data, classes, label_fraction=fraction,
-                                 labels_per_class=per_class, seed=seed)
+                                 labels_per_class=per_class, seed=seed,
+                                 input_features=input_features)
     write_masked_dataset(out, masked, overwrite=overwrite)
     _show(describe_masked_dataset(out), _masked_table, json_out, quiet)
 
@@ -161,6 +171,7 @@ def _masked_table(s: dict[str, Any]) -> Table:
         ("labelled classes", _classes_text(s["labelled_classes"], names)),
         ("hidden classes", _classes_text(s["hidden_classes"], names)),
         ("label amount", amount),
+        ("input features", s.get("input_features") or "raw (training may choose)"),
         ("train", str(s["n_train"])),
         ("labelled", str(s["n_labelled"])),
         ("unlabelled", str(s["n_unlabelled"])),

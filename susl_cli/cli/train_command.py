@@ -140,8 +140,8 @@ def train(
                                  "gaussian_sigma", callback=_check_sigma),
     input_features: str = _opt("--input-features", "raw, or window-stats for time-series "
                                "windows (channels x steps): per-channel statistics, spectral "
-                               "band energies and channel correlations", ModelConfig,
-                               "input_features"),
+                               "band energies and channel correlations \\[default: the mask "
+                               "file's choice (susl mask --input-features), else raw]."),
     init: str = _opt("--init", "reference (Glorot hidden, N(0,1e-6) heads) or paper (all "
                      "N(0,1e-6))", ModelConfig, "init"),
     labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "

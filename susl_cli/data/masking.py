@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from susl_cli.errors import UsageError
+from susl_cli.preprocess import check_input_features
 from susl_cli.storage.masked import MaskedDataset, MaskMetadata
 
 if TYPE_CHECKING:
@@ -153,8 +154,15 @@ def make_masked_dataset(
     label_fraction: float | None = None,
     labels_per_class: int | None = None,
     seed: int = 0,
+    input_features: str | None = None,
 ) -> MaskedDataset:
-    """Mask `dataset`'s training labels; keep its true labels in the evaluation-only slot."""
+    """Mask `dataset`'s training labels; keep its true labels in the evaluation-only slot.
+
+    `input_features` (e.g. "window-stats") is recorded as the representation training uses
+    for this data unless told otherwise; None leaves the choice to training (raw).
+    """
+    if input_features is not None:
+        check_input_features(dataset.x_train, dataset.input_kind, input_features)
     p, per_class = resolve_label_amount(label_fraction, labels_per_class)
     labelled = tuple(sorted(int(c) for c in labelled_classes))
     _check_classes(list(labelled), ",".join(map(str, labelled)), dataset.n_classes)
@@ -173,6 +181,7 @@ def make_masked_dataset(
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         label_fraction=p if labelled else None,
         labels_per_class=per_class if labelled else None,
+        input_features=input_features,
     )
     return MaskedDataset(
         x_train=dataset.x_train,

@@ -70,6 +70,8 @@ class MaskMetadata:
     created_utc: str                    # ISO 8601 creation time
     label_fraction: float | None = None   # exactly one of these two is set,
     labels_per_class: int | None = None   # unless no class is labelled
+    input_features: str | None = None     # feature set chosen at mask time (None: raw); train
+                                          # uses it unless --input-features says otherwise
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
