@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
-from susl_cli.runs import ModelOptions, load_model
+from susl_cli.config import TrainConfig
+from susl_cli.runs import ModelOptions, load_model, new_run
 from susl_cli.train import SilentObserver, TrainingInterrupted, train_mask_file
 
 
@@ -170,6 +172,43 @@ def test_components_used_is_logged_and_counts_distinct_predictions(tiny_mask, tm
     assert len(run.history["components_used"]) == 2
     assert run.history["components_used"][-1] == by_hand
     assert f"{by_hand} of 6" in result.stdout  # the summary table says it too
+
+
+def test_labelled_share_ratio_is_logged_and_matches_predictions(tiny_mask, tmp_path, runner):
+    from susl_cli.evaluate import predict_probs
+    from susl_cli.storage.masked import read_masked_dataset
+
+    out = tmp_path / "run.h5"
+    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2", "--batch-size", "20",
+                                 "--labelled-batch-size", "10", "--extra-components", "4",
+                                 "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    run = load_model(out)
+    predicted = predict_probs(run, read_masked_dataset(tiny_mask).x_train).argmax(-1)
+    n_labelled = run.model_config.n_labelled
+    share = np.bincount(predicted, minlength=run.model_config.n_components) / len(predicted)
+    by_hand = np.max(share[:n_labelled] / np.asarray(run.model_config.prior[:n_labelled]))
+    assert len(run.history["labelled_share_ratio"]) == 2
+    assert run.history["labelled_share_ratio"][-1] == pytest.approx(by_hand)
+    assert f"{by_hand:.2f}x its prior share" in result.stdout
+
+
+def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
+    from susl_cli.cli.train_command import LABELLED_SHARE_WARNING, _labelled_share_text
+    from susl_cli.storage.masked import read_masked_dataset
+    from susl_cli.train import largest_labelled_share_ratio, prepare_data
+
+    masked = read_masked_dataset(tiny_mask)
+    run = new_run(masked, tiny_mask, ModelOptions(extra_components=4), TrainConfig(),
+                  torch.device("cpu"))
+    data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
+    k = run.model_config.n_components
+    # every point into labelled component 0: its share is 1, so the ratio is 1 / p(y=0)
+    run.model.classifier_logits = lambda x: torch.eye(k)[torch.zeros(len(x), dtype=torch.long)]
+    ratio = largest_labelled_share_ratio(run, data)
+    assert ratio == pytest.approx(1 / run.model_config.prior[0])
+    assert ratio > LABELLED_SHARE_WARNING and "--marginal-kl 1" in _labelled_share_text(ratio)
+    assert "--marginal-kl" not in _labelled_share_text(1.05)
 
 
 def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tmp_path):

@@ -203,6 +203,21 @@ def _components_used_text(used: float | None, n_components: int) -> str:
     return text
 
 
+# Healthy MNIST SUS runs measured 1.04-1.06; a run whose labelled 4s had absorbed the hidden
+# 9s measured 1.47 (README "Choices").
+LABELLED_SHARE_WARNING = 1.25
+
+
+def _labelled_share_text(ratio: float | None) -> str:
+    """The largest labelled component's share of the training points over its prior share."""
+    if ratio is None:
+        return "n/a (no labelled class)"
+    text = f"{ratio:.2f}x its prior share (largest over labelled components)"
+    if ratio > LABELLED_SHARE_WARNING:
+        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1")
+    return text
+
+
 def _summary_table(s: dict) -> Table:
     table = Table(title="susl train", show_header=False)
     final = s["final"]
@@ -211,6 +226,7 @@ def _summary_table(s: dict) -> Table:
             ("components K", str(s["n_components"])),
             ("components used", _components_used_text(final.get("components_used"),
                                                       s["n_components"])),
+            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"))),
             ("epochs", str(s["epochs"])),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
