@@ -106,10 +106,14 @@ def _features_name(code: np.ndarray | None) -> str:
     return INPUT_FEATURES[index]
 
 
-def check_input_features(x: np.ndarray, input_kind: str, features: str) -> None:
-    """Refuse, before anything is written, a feature set that cannot apply to these inputs."""
+def _check_feature_name(features: str) -> None:
     if features not in INPUT_FEATURES:
         raise DataError(f"unknown input features {features!r}: use {' or '.join(INPUT_FEATURES)}")
+
+
+def check_input_features(x: np.ndarray, input_kind: str, features: str) -> None:
+    """Refuse, before anything is written, a feature set that cannot apply to these inputs."""
+    _check_feature_name(features)
     if features == "window-stats":
         if input_kind == "image":
             raise DataError("window-stats summarise time-series windows, not images: leave "
@@ -121,8 +125,7 @@ def fit_transform(x_train: np.ndarray, likelihood: str,
                   features: str = "raw") -> InputTransform:
     """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs."""
     x = np.asarray(x_train, dtype=np.float32)
-    if features not in INPUT_FEATURES:
-        raise DataError(f"unknown input features {features!r}: use {' or '.join(INPUT_FEATURES)}")
+    _check_feature_name(features)
     if features == "window-stats":
         if likelihood == "bernoulli":
             raise DataError("window-stats summaries are real numbers: use --likelihood gaussian "

@@ -156,7 +156,8 @@ def test_corrupt_mask_file(tmp_path, runner):
     assert "bad.h5" in line
 
 
-def test_components_used_is_logged_and_counts_distinct_predictions(tiny_mask, tmp_path, runner):
+def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_mask, tmp_path,
+                                                                          runner):
     from susl_cli.evaluate import predict_probs
     from susl_cli.storage.masked import read_masked_dataset
 
@@ -167,30 +168,19 @@ def test_components_used_is_logged_and_counts_distinct_predictions(tiny_mask, tm
     assert result.exit_code == 0, result.output
     run = load_model(out)
     masked = read_masked_dataset(tiny_mask)
-    unlabelled = masked.x_train[masked.y_observed < 0]
-    by_hand = len(np.unique(predict_probs(run, unlabelled).argmax(-1)))
+    predicted = predict_probs(run, masked.x_train).argmax(-1)
+
+    used = len(np.unique(predicted[masked.y_observed < 0]))  # on the unlabelled points
     assert len(run.history["components_used"]) == 2
-    assert run.history["components_used"][-1] == by_hand
-    assert f"{by_hand} of 6" in result.stdout  # the summary table says it too
+    assert run.history["components_used"][-1] == used
+    assert f"{used} of 6" in result.stdout  # the summary table says it too
 
-
-def test_labelled_share_ratio_is_logged_and_matches_predictions(tiny_mask, tmp_path, runner):
-    from susl_cli.evaluate import predict_probs
-    from susl_cli.storage.masked import read_masked_dataset
-
-    out = tmp_path / "run.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2", "--batch-size", "20",
-                                 "--labelled-batch-size", "10", "--extra-components", "4",
-                                 "--device", "cpu", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    run = load_model(out)
-    predicted = predict_probs(run, read_masked_dataset(tiny_mask).x_train).argmax(-1)
-    n_labelled = run.model_config.n_labelled
+    n_labelled = run.model_config.n_labelled  # on all training points, against p(y)
     share = np.bincount(predicted, minlength=run.model_config.n_components) / len(predicted)
-    by_hand = np.max(share[:n_labelled] / np.asarray(run.model_config.prior[:n_labelled]))
+    ratio = np.max(share[:n_labelled] / np.asarray(run.model_config.prior[:n_labelled]))
     assert len(run.history["labelled_share_ratio"]) == 2
-    assert run.history["labelled_share_ratio"][-1] == pytest.approx(by_hand)
-    assert f"{by_hand:.2f}x its prior share" in result.stdout
+    assert run.history["labelled_share_ratio"][-1] == pytest.approx(ratio)
+    assert f"{ratio:.2f}x its prior share" in result.stdout
 
 
 def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
