@@ -17,6 +17,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -120,8 +121,10 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             )
         run.epoch += 1
         record["train_labelled_acc"] = labelled_accuracy(run, data)
-        record["components_used"] = float(components_used(run, data))
-        record["labelled_share_ratio"] = largest_labelled_share_ratio(run, data)
+        labelled, unlabelled = assignment_counts(run, data)
+        record["components_used"] = float(components_used(labelled, unlabelled))
+        record["labelled_share_ratio"] = largest_labelled_share_ratio(
+            labelled, unlabelled, run.model_config.prior, run.model_config.n_labelled)
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -272,22 +275,35 @@ def labelled_accuracy(run: Run, data: TrainingData, batch: int = 10_000) -> floa
 
 
 @torch.no_grad()
-def components_used(run: Run, data: TrainingData, batch: int = 10_000) -> int:
+def assignment_counts(run: Run, data: TrainingData,
+                      batch: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, unlabelled): how many training points argmax q(y|x) puts in each component.
+
+    One pass over the training points per epoch serves both label-free diagnostics below.
+    """
+    run.model.eval()
+    counts = []
+    for x in (data.x_labelled, data.x_unlabelled):
+        tally = torch.zeros(run.model_config.n_components, dtype=torch.long, device=x.device)
+        for start in range(0, len(x), batch):
+            predicted = run.model.classifier_logits(x[start:start + batch]).argmax(-1)
+            tally += torch.bincount(predicted, minlength=len(tally))
+        counts.append(tally.cpu().numpy())
+    return counts[0], counts[1]
+
+
+def components_used(labelled: np.ndarray, unlabelled: np.ndarray) -> int:
     """How many components q(y|x) predicts for some unlabelled training point (label-free).
 
     Far fewer than the labelled classes plus the hidden ones means components are starved
     (README "Choices": --marginal-kl); with no unlabelled points, counted on the labelled ones.
     """
-    x = data.x_unlabelled if len(data.x_unlabelled) else data.x_labelled
-    run.model.eval()
-    seen = torch.zeros(run.model_config.n_components, dtype=torch.bool, device=x.device)
-    for start in range(0, len(x), batch):
-        seen[run.model.classifier_logits(x[start:start + batch]).argmax(-1)] = True
-    return int(seen.sum())
+    counts = unlabelled if unlabelled.sum() else labelled
+    return int(np.count_nonzero(counts))
 
 
-@torch.no_grad()
-def largest_labelled_share_ratio(run: Run, data: TrainingData, batch: int = 10_000) -> float:
+def largest_labelled_share_ratio(labelled: np.ndarray, unlabelled: np.ndarray,
+                                 prior: Sequence[float], n_labelled: int) -> float:
     """max over labelled components c of (share of training points q(y|x) puts in c) / p(y=c).
 
     Label-free. p(y=c) is estimated from the mask as the share of class c in the data, so a
@@ -295,18 +311,11 @@ def largest_labelled_share_ratio(run: Run, data: TrainingData, batch: int = 10_0
     component is absorbing a hidden class that looks like it (MNIST SUS seed 3 after 50
     epochs: 1.47, 9s merged into the labelled 4s). NaN when no class is labelled.
     """
-    n_labelled = run.model_config.n_labelled
     if n_labelled == 0:
         return math.nan
-    counts = torch.zeros(run.model_config.n_components, device=data.x_labelled.device)
-    run.model.eval()
-    for x in (data.x_labelled, data.x_unlabelled):
-        for start in range(0, len(x), batch):
-            predicted = run.model.classifier_logits(x[start:start + batch]).argmax(-1)
-            counts += torch.bincount(predicted, minlength=len(counts))
-    share = counts[:n_labelled].cpu().double().numpy() / max(float(counts.sum()), 1.0)
-    prior = np.asarray(run.model_config.prior[:n_labelled], dtype=np.float64)
-    return float(np.max(share / prior))
+    counts = (labelled + unlabelled).astype(np.float64)
+    share = counts[:n_labelled] / max(counts.sum(), 1.0)
+    return float(np.max(share / np.asarray(prior[:n_labelled], dtype=np.float64)))
 
 
 def _snapshot(run: Run) -> Run:

@@ -186,7 +186,7 @@ def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_ma
 def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
     from susl_cli.cli.train_command import LABELLED_SHARE_WARNING, _labelled_share_text
     from susl_cli.storage.masked import read_masked_dataset
-    from susl_cli.train import largest_labelled_share_ratio, prepare_data
+    from susl_cli.train import assignment_counts, largest_labelled_share_ratio, prepare_data
 
     masked = read_masked_dataset(tiny_mask)
     run = new_run(masked, tiny_mask, ModelOptions(extra_components=4), TrainConfig(),
@@ -195,7 +195,8 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(t
     k = run.model_config.n_components
     # every point into labelled component 0: its share is 1, so the ratio is 1 / p(y=0)
     run.model.classifier_logits = lambda x: torch.eye(k)[torch.zeros(len(x), dtype=torch.long)]
-    ratio = largest_labelled_share_ratio(run, data)
+    ratio = largest_labelled_share_ratio(*assignment_counts(run, data), run.model_config.prior,
+                                         run.model_config.n_labelled)
     assert ratio == pytest.approx(1 / run.model_config.prior[0])
     assert ratio > LABELLED_SHARE_WARNING and "--marginal-kl 1" in _labelled_share_text(ratio)
     assert "--marginal-kl" not in _labelled_share_text(1.05)
