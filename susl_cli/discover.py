@@ -13,7 +13,8 @@ several extra components. Discovery groups the extra components, with no label o
      training points (how often the classifier hesitates between them; any model).
 3. Average-linkage agglomeration of the extra components on that distance; the number of
    groups k is the one with the best silhouette (Rousseeuw 1987), and 1 when no cut reaches
-   a silhouette of 0.25 (no substantial structure). `n_new` fixes k when the user knows it.
+   a silhouette of 0.25 (no substantial structure) or when even the last merge joins groups
+   that overlap heavily (distance below 1). `n_new` fixes k when the user knows it.
 4. The groups are the discovered classes new-1 .. new-k, largest (in training points) first.
 
 Measured on MNIST, Fashion-MNIST and UCI HAR: docs/results.md ("Discovery").
@@ -36,6 +37,9 @@ from susl_cli.errors import UsageError
 
 METHODS = ("latent", "overlap")
 MIN_SILHOUETTE = 0.25  # below it no cut shows substantial structure: one new class
+# Groups closer than this on average overlap heavily (Bhattacharyya coefficient, or cosine of
+# q(y|x) columns, above e^-1 = 0.37): when even the last merge is below it, one new class.
+ONE_CLASS_BELOW = 1.0
 NEW_PREFIX = "new-"
 VAR_FLOOR = 1e-4  # relative floor on unit variances: a unit of identical points stays finite
 
@@ -193,6 +197,8 @@ def _cut(distances: np.ndarray, n_new: int | None) -> tuple[np.ndarray, float | 
     tree = linkage(squareform(distances, checks=False), "average")
     if n_new is not None:
         return fcluster(tree, n_new, "maxclust"), None
+    if tree[-1, 2] < ONE_CLASS_BELOW:
+        return np.ones(n, dtype=np.int64), None
     best_labels, best = np.ones(n, dtype=np.int64), -1.0
     for k in range(2, n):
         labels = fcluster(tree, k, "maxclust")
