@@ -64,6 +64,11 @@ def mask(
         None, "--labels-per-class",
         help="Instead of a fraction: exactly N labelled examples per labelled class, e.g. 100.",
     ),
+    train_subset: int | None = typer.Option(
+        None, "--train-subset", min=1,
+        help="Keep only N training points, drawn with --seed (a quick run on a slice, e.g. "
+        "10000 of MNIST's 60000); the test set is kept whole. Default: all.",
+    ),
     seed: int = SEED_OPTION,
     label_column: str = typer.Option(
         "label", "--label-column", help="CSV only: the column holding the labels."
@@ -108,7 +113,7 @@ def mask(
     classes = parse_class_spec(labelled_classes, data.n_classes)
     masked = make_masked_dataset(data, classes, label_fraction=fraction,
                                  labels_per_class=per_class, seed=seed,
-                                 input_features=input_features)
+                                 input_features=input_features, train_subset=train_subset)
     write_masked_dataset(out, masked, overwrite=overwrite)
     _show(describe_masked_dataset(out), _masked_table, json_out, quiet)
 
@@ -172,7 +177,8 @@ def _masked_table(s: dict[str, Any]) -> Table:
         ("hidden classes", _classes_text(s["hidden_classes"], names)),
         ("label amount", amount),
         ("input features", s.get("input_features") or "raw (training may choose)"),
-        ("train", str(s["n_train"])),
+        ("train", str(s["n_train"]) + ("" if s.get("train_subset") is None
+                                       else " (a seeded subset of the source's training set)")),
         ("labelled", str(s["n_labelled"])),
         ("unlabelled", str(s["n_unlabelled"])),
         ("test", "none" if s["n_test"] is None else str(s["n_test"])),

@@ -8,6 +8,7 @@ Classes outside L keep no labels at all: they are the hidden classes a model mus
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -147,6 +148,20 @@ def choose_labelled(
     return observed
 
 
+def subset_training_points(dataset: Dataset, n: int, seed: int) -> Dataset:
+    """`dataset` with n of its training points, drawn without replacement, in their order.
+
+    The draw uses its own stream of `seed` (not the one that picks the labelled points).
+    """
+    total = len(dataset.y_train)
+    if not 1 <= n <= total:
+        raise UsageError(f"--train-subset must be in 1..{total} (the training points of "
+                         f"{dataset.name}), got {n}")
+    keep = np.sort(np.random.default_rng([seed, 1]).choice(total, size=n, replace=False))
+    return dataclasses.replace(dataset, x_train=dataset.x_train[keep],
+                               y_train=dataset.y_train[keep])
+
+
 def make_masked_dataset(
     dataset: Dataset,
     labelled_classes: Sequence[int],
@@ -155,12 +170,17 @@ def make_masked_dataset(
     labels_per_class: int | None = None,
     seed: int = 0,
     input_features: str | None = None,
+    train_subset: int | None = None,
 ) -> MaskedDataset:
     """Mask `dataset`'s training labels; keep its true labels in the evaluation-only slot.
 
     `input_features` (e.g. "window-stats") is recorded as the representation training uses
     for this data unless told otherwise; None leaves the choice to training (raw).
+    `train_subset` keeps that many training points, drawn uniformly with the seed (a quick
+    run on a slice); the test set is kept whole.
     """
+    if train_subset is not None:
+        dataset = subset_training_points(dataset, train_subset, seed)
     if input_features is not None:
         check_input_features(dataset.x_train, dataset.input_kind, input_features)
     p, per_class = resolve_label_amount(label_fraction, labels_per_class)
@@ -182,6 +202,7 @@ def make_masked_dataset(
         label_fraction=p if labelled else None,
         labels_per_class=per_class if labelled else None,
         input_features=input_features,
+        train_subset=train_subset,
     )
     return MaskedDataset(
         x_train=dataset.x_train,

@@ -72,6 +72,7 @@ class MaskMetadata:
     labels_per_class: int | None = None   # unless no class is labelled
     input_features: str | None = None     # feature set chosen at mask time (None: raw); train
                                           # uses it unless --input-features says otherwise
+    train_subset: int | None = None       # training points kept (seeded draw); None: all
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
