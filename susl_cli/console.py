@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics
@@ -188,7 +188,7 @@ class _InfoColumn(ProgressColumn):
     """
 
     def render(self, task: Task) -> Text:
-        return Text(str(task.fields.get("info", "")))
+        return Text(str(task.fields.get("info", "")), no_wrap=True, overflow="ellipsis")
 
 
 class SilentProgress:
@@ -239,16 +239,22 @@ def make_progress(quiet: bool, console: Console | None = None) -> Progress | Sil
 
     Columns: description, bar, done/total, elapsed, remaining, then free text set with
     progress.update(task, info="..."). It draws on stderr by default so that --json output on
-    stdout stays machine-readable.
+    stdout stays machine-readable. It always takes one line: no column wraps; the bar
+    shrinks first and the free text is cut with an ellipsis on a narrow terminal.
     """
     if quiet:
         return SilentProgress()
+
+    def one_line(**kwargs: Any) -> Column:
+        return Column(no_wrap=True, **kwargs)
+
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        _InfoColumn(),
+        TextColumn("[progress.description]{task.description}", table_column=one_line()),
+        BarColumn(bar_width=None, table_column=one_line(ratio=1, min_width=4, max_width=30)),
+        MofNCompleteColumn(table_column=one_line()),
+        TimeElapsedColumn(table_column=one_line()),
+        TimeRemainingColumn(table_column=one_line()),
+        _InfoColumn(table_column=one_line(ratio=2, min_width=16, overflow="ellipsis")),
         console=console if console is not None else Console(stderr=True),
+        expand=True,
     )

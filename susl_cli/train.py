@@ -50,6 +50,7 @@ class Observer(Protocol):
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
     def steps_done(self, n: int) -> None: ...
+    def running_loss(self, loss: float) -> None: ...  # mean loss of the epoch so far
     def epoch_finished(self, record: dict[str, float]) -> None: ...
 
 
@@ -60,8 +61,14 @@ class SilentObserver:
     def steps_done(self, n: int) -> None:
         pass
 
+    def running_loss(self, loss: float) -> None:
+        pass
+
     def epoch_finished(self, record: dict[str, float]) -> None:
         pass
+
+
+RUNNING_LOSS_SECONDS = 1.0  # how often the epoch's running loss is reported (one device sync)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
@@ -172,8 +179,8 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
-    start = time.perf_counter()
-    for idx_u, idx_l in zip(batches_u, batches_l, strict=True):
+    start = reported = time.perf_counter()
+    for step, (idx_u, idx_l) in enumerate(zip(batches_u, batches_l, strict=True), start=1):
         x_u = _maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator) \
             if idx_u is not None else None
         x_l = y_l = None
@@ -189,6 +196,9 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         names = list(out.terms)
         sums = sums + torch.stack(list(out.terms.values()))  # no host-device sync per step
         observer.steps_done(1)
+        if time.perf_counter() - reported > RUNNING_LOSS_SECONDS and "loss" in names:
+            observer.running_loss(float(sums[names.index("loss")]) / step)
+            reported = time.perf_counter()
     n_steps = max(len(batches_u), 1)
     totals = sums.tolist() if names else []  # one sync per epoch
     record = {k: v / n_steps for k, v in zip(names, totals, strict=True)}

@@ -35,8 +35,10 @@ def test_raw_matrix_on_request(runner, tiny_image_run):
 def test_json_is_machine_readable(runner, tiny_image_run):
     out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--json"]).stdout
     payload = json.loads(out)
-    assert payload["model"] == "gmdgm"
-    metrics = payload["metrics"]
+    assert set(payload) == {"runs", "summary"}  # the same shape as for several runs
+    assert len(payload["runs"]) == 1 and payload["summary"]["nmi"]["sd"] is None
+    assert payload["runs"][0]["model"] == "gmdgm"
+    metrics = payload["runs"][0]["metrics"]
     for key in ("cluster_acc_majority", "cluster_acc_hungarian", "known_acc_classifier",
                 "novel_acc_majority", "nmi", "ari", "n_components_used"):
         assert key in metrics
@@ -46,7 +48,7 @@ def test_json_is_machine_readable(runner, tiny_image_run):
 def test_fit_mapping_train_is_reported(runner, tiny_image_run):
     out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--fit-mapping", "train",
                        "--json"]).stdout
-    assert json.loads(out)["metrics"]["mapping_fit"] == "train"
+    assert json.loads(out)["runs"][0]["metrics"]["mapping_fit"] == "train"
 
 
 def test_several_runs_give_mean_and_sd(runner, tiny_image_run, tmp_path: Path):

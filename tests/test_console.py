@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -116,3 +117,22 @@ def test_progress_shows_description_counts_and_info() -> None:
         progress.update(task, info="elbo -98.7")
     text = console.export_text()
     assert "epoch 1" in text and "4/4" in text and "elbo -98.7" in text
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_training_bar_takes_one_line_at_60_to_120_columns(width: int) -> None:
+    """It wrapped to 2 lines at 120 columns and 5 at 60: the loss text now ends in an ellipsis."""
+    from susl_cli.cli.train_command import ProgressObserver
+
+    console = Console(record=True, width=width, force_terminal=False)
+    observer = ProgressObserver(quiet=False)
+    observer.progress = make_progress(quiet=False, console=console)
+    observer.epoch_started(3, 25, 90)
+    observer.steps_done(10)
+    observer.running_loss(428.91)  # the loss shows within the first epoch
+    observer.epoch_finished({"loss": 428.91, "train_labelled_acc": 0.619,
+                             "components_used": 4.0, "samples_per_s": 1233.0})
+    observer.close()
+    lines = [line for line in console.export_text().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "epoch 3/25" in lines[0] and "loss 428" in lines[0]

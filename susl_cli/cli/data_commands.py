@@ -128,6 +128,7 @@ INFO_HANDLERS: dict[str, tuple[Callable[[Path], dict[str, Any]],
 def info(
     file: Path = typer.Argument(..., help="A file made by susl, e.g. mnist-sus.h5."),
     json_out: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Describe a susl file: what it is, what it holds and how it was made.
 
@@ -139,7 +140,7 @@ def info(
             f"{str(file)!r} is a susl {kind} file, which `susl info` cannot describe yet"
         )
     describe, render = INFO_HANDLERS[kind]
-    _show(describe(file), render, json_out, quiet=False)
+    _show(describe(file), render, json_out, quiet)
 
 
 def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],

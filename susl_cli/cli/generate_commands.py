@@ -15,6 +15,7 @@ from susl_cli.cli.common import (
     DEVICE_OPTION,
     JSON_OPTION,
     OVERWRITE_OPTION,
+    QUIET_OPTION,
     SEED_OPTION,
     app,
     handle_errors,
@@ -75,6 +76,7 @@ def sample(
     overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Parse, call `sample_to_file`, print what was written (help text: SAMPLE_HELP)."""
     options = SampleOptions(components=components, rows=rows, seed=seed,
@@ -82,6 +84,8 @@ def sample(
     summary = sample_to_file(run, out, options, overwrite)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
+        return
+    if quiet:
         return
     size = f", {summary['pixels'][1]}x{summary['pixels'][0]} px" if summary["pixels"] else ""
     typer.echo(f"wrote {out}: {summary['rows']} rows x {len(summary['components'])} "
@@ -115,6 +119,7 @@ def predict(
     overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Parse, call `predict_to_file`, print a summary (help text: PREDICT_HELP)."""
     options = PredictOptions(split=split, entropy_quantile=entropy_quantile, mask=mask,
@@ -124,7 +129,8 @@ def predict(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    _render_predictions(summary)
+    if not quiet:
+        _render_predictions(summary)
 
 
 def _render_predictions(s: dict[str, Any]) -> None:

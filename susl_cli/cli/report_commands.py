@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from susl_cli.cli.common import DEVICE_OPTION, JSON_OPTION, app, handle_errors
+from susl_cli.cli.common import DEVICE_OPTION, JSON_OPTION, QUIET_OPTION, app, handle_errors
 from susl_cli.console import confusion_table, metrics_table, runs_summary_table
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, embed_points, evaluate_checkpoint
@@ -40,6 +40,7 @@ def evaluate(
                                      "different mask files in one table."),
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Score checkpoints on the test set: cluster accuracy, known/novel accuracy, NMI, ARI.
 
@@ -58,20 +59,25 @@ def evaluate(
     if plot is not None or entropy_plot is not None or tsne is not None:
         _figures(results[0], plot, entropy_plot, tsne)
     if as_json:
-        payload = [e.to_dict() for e in results]
-        if len(results) > 1:
-            summary = summarise_runs([e.metrics for e in results])
-            payload = {"runs": payload, "summary": {k: {"mean": m, "sd": s}
-                                                    for k, (m, s) in summary.items()}}
-        else:
-            payload = payload[0]
+        # One shape for one run or many: {"runs": [...], "summary": {metric: {mean, sd}}}
+        # (sd is null for a single run).
+        summary = summarise_runs([e.metrics for e in results])
+        payload = {"runs": [e.to_dict() for e in results],
+                   "summary": {k: {"mean": _finite(m), "sd": _finite(s)}
+                               for k, (m, s) in summary.items()}}
         typer.echo(json.dumps(payload, indent=2, allow_nan=False, default=_none_for_nan))
         return
-    _render(results, raw)
+    if not quiet:
+        _render(results, raw)
 
 
 def _none_for_nan(value: object) -> object:
     return None
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a metric with nothing to score (or the sd of one run) is null."""
+    return None if value != value else value
 
 
 def _render(results: list[Evaluation], raw: bool) -> None:

@@ -63,12 +63,16 @@ MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls i
 
 
 class ProgressObserver:
-    """Draws one rich progress bar over all steps of the run, with the latest loss terms."""
+    """Draws one rich progress bar over all steps of the run, with the latest loss terms.
+
+    The loss shows from the first second (the epoch's running mean), then each finished
+    epoch's mean with the labelled accuracy, components used and throughput.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.progress = make_progress(quiet)
         self.task = None
-        self.info = ""
+        self.last_epoch = ""
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is None:
@@ -80,17 +84,30 @@ class ProgressObserver:
     def steps_done(self, n: int) -> None:
         self.progress.advance(self.task, n)
 
-    def epoch_finished(self, record: dict[str, float]) -> None:
-        acc = record.get("train_labelled_acc", math.nan)
-        acc_text = "" if math.isnan(acc) else f" labelled acc {acc:.3f}"
-        used = record.get("components_used", math.nan)
-        used_text = "" if math.isnan(used) else f" components used {used:.0f}"
-        self.progress.update(self.task, info=f"loss {record['loss']:.2f}{acc_text}{used_text} "
-                                             f"{record['samples_per_s']:.0f} samples/s")
+    def running_loss(self, loss: float) -> None:
+        previous = f"; last epoch {self.last_epoch}" if self.last_epoch else ""
+        self.progress.update(self.task, info=f"loss {loss:.2f} (this epoch so far){previous}")
 
-    def close(self) -> None:
-        if self.task is not None:  # a never-started bar would still print a blank line
-            self.progress.stop()
+    def epoch_finished(self, record: dict[str, float]) -> None:
+        parts = [f"loss {record['loss']:.2f}"]
+        acc = record.get("train_labelled_acc", math.nan)
+        if not math.isnan(acc):
+            parts.append(f"labelled acc {acc:.3f}")
+        used = record.get("components_used", math.nan)
+        if not math.isnan(used):
+            parts.append(f"used {used:.0f}")
+        parts.append(f"{record['samples_per_s']:.0f}/s")
+        self.last_epoch = ", ".join(parts)
+        self.progress.update(self.task, info=self.last_epoch)
+
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the bar; after Ctrl-C or an error, clear it so only the one-line message shows."""
+        if self.task is None:  # a never-started bar would still print a blank line
+            return
+        live = getattr(self.progress, "live", None)
+        if interrupted and live is not None:
+            live.transient = True
+        self.progress.stop()
 
 
 @app.command()
@@ -173,8 +190,10 @@ def train(
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
                               observer=observer)
-    finally:
-        observer.close()
+    except BaseException:
+        observer.close(interrupted=True)
+        raise
+    observer.close()
     summary = _summary(run, out)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -187,19 +206,28 @@ def _summary(run: Run, out: Path) -> dict:
     return {
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
+        "marginal_kl": run.train_config.marginal_kl,
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
     }
 
 
-def _components_used_text(used: float | None, n_components: int) -> str:
+def _marginal_kl_hint(marginal_kl: float) -> str:
+    """The next thing to try: --marginal-kl 1, or (already on) a longer run or a higher weight."""
+    if marginal_kl > 0:
+        return f"already trained with --marginal-kl {marginal_kl:g}: train longer or raise it"
+    return "try --marginal-kl 1"
+
+
+def _components_used_text(used: float | None, n_components: int, marginal_kl: float = 0.0
+                          ) -> str:
     """k of K on the unlabelled training points, with a hint when most lie idle."""
     if used is None:
         return "n/a"
     text = f"{used:.0f} of {n_components} (argmax q(y|x) on unlabelled training points)"
     if used < n_components / 4:
-        text += "; many idle: try --marginal-kl 1"
+        text += f"; many idle: {_marginal_kl_hint(marginal_kl)}"
     return text
 
 
@@ -208,13 +236,14 @@ def _components_used_text(used: float | None, n_components: int) -> str:
 LABELLED_SHARE_WARNING = 1.25
 
 
-def _labelled_share_text(ratio: float | None) -> str:
+def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
     """The largest labelled component's share of the training points over its prior share."""
     if ratio is None:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1")
+        text += ("; a hidden class may be merging into a labelled one: "
+                 f"{_marginal_kl_hint(marginal_kl)}")
     return text
 
 
@@ -225,8 +254,9 @@ def _summary_table(s: dict) -> Table:
     rows = [("checkpoint", s["checkpoint"]), ("model", s["model"]),
             ("components K", str(s["n_components"])),
             ("components used", _components_used_text(final.get("components_used"),
-                                                      s["n_components"])),
-            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"))),
+                                                      s["n_components"], s["marginal_kl"])),
+            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"),
+                                                    s["marginal_kl"])),
             ("epochs", str(s["epochs"])),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
