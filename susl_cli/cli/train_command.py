@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from susl_cli.cli.common import (
 from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
 from susl_cli.console import make_progress
+from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
 from susl_cli.storage.checkpoint import read_checkpoint_meta
@@ -73,8 +75,12 @@ class ProgressObserver:
         self.progress = make_progress(quiet)
         self.task = None
         self.last_epoch = ""
+        self.notice = ""  # one line for stderr once training starts (after every check passed)
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.notice:
+            sys.stderr.write(self.notice + "\n")
+            self.notice = ""
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("training", total=(epochs - epoch + 1) * steps,
@@ -163,9 +169,17 @@ def train(
                      "N(0,1e-6))", ModelConfig, "init"),
     labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "
                                 "\\[default: estimated from the mask]."),
-    checkpoint_every: int = _opt("--checkpoint-every", "Epochs between checkpoint writes",
-                                 TrainConfig, "checkpoint_every"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
+    checkpoint_every: int = _opt("--checkpoint-every", "At least this many epochs between "
+                                 "checkpoint writes", TrainConfig, "checkpoint_every"),
+    checkpoint_seconds: float = _opt("--checkpoint-seconds", "At least this many seconds "
+                                     "between checkpoint writes (0: every epoch); the last "
+                                     "epoch and Ctrl-C always write, so a kill loses at most "
+                                     "this long plus one epoch", TrainConfig,
+                                     "checkpoint_seconds"),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted run in OUT. On a finished run, "
+        "--resume --epochs N trains on to N epochs in total with a warm restart: the learning "
+        "rate restarts at its base value and decays along a new cosine over the added epochs."),
     overwrite: bool = OVERWRITE_OPTION,
     quiet: bool = QUIET_OPTION,
     as_json: bool = JSON_OPTION,
@@ -180,12 +194,15 @@ def train(
         marginal_kl=marginal_kl,
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
     ).items() if v is not None}
+    notice = _check_epochs_on_resume(out, epochs) if resume and epochs is not None else ""
     options = ModelOptions(model=model, extra_components=extra_components, latent_dim=latent_dim,
                            hidden_units=hidden_units, likelihood=likelihood,
                            gaussian_sigma=gaussian_sigma, input_features=input_features,
                            init=init, labelled_mass=labelled_mass)
     observer = ProgressObserver(quiet or as_json)
+    observer.notice = "" if quiet else notice
     try:
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
@@ -201,12 +218,33 @@ def train(
         Console().print(_summary_table(summary))
 
 
+def _check_epochs_on_resume(out: Path, epochs: int) -> str:
+    """Refuse a new length for an interrupted run (finish it or not?); state a warm restart."""
+    if not out.is_file():
+        return ""  # train_mask_file says there is nothing to resume
+    meta = read_checkpoint_meta(out)
+    done, planned = int(meta["epoch"]), int(meta["train_config"]["epochs"])
+    if not meta.get("completed") and epochs != planned:
+        raise UsageError(
+            f"{str(out)!r} stopped at epoch {done} of a {planned}-epoch schedule: --resume "
+            f"finishes that schedule (drop --epochs); to train longer, finish it, then "
+            f"--resume --epochs N (a warm restart)")
+    if not (meta.get("completed") and epochs > done):
+        return ""
+    lr = meta["train_config"].get("learning_rate")
+    return (f"extending a finished {done}-epoch run to {epochs} epochs: warm restart, the "
+            f"learning rate restarts at {lr:g} and decays along a new cosine over the "
+            f"{epochs - done} added epochs")
+
+
 def _summary(run: Run, out: Path) -> dict:
     last = {k: v[-1] for k, v in run.history.items() if v}
     return {
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
         "marginal_kl": run.train_config.marginal_kl,
+        "lr_schedule": run.train_config.lr_schedule,
+        "lr_cycle_start": run.train_config.lr_cycle_start,
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
@@ -247,6 +285,15 @@ def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
     return text
 
 
+def _schedule_text(s: dict) -> str:
+    if s["lr_schedule"] != "cosine":
+        return s["lr_schedule"]
+    if s["lr_cycle_start"]:
+        return (f"cosine to 0 over epochs 1-{s['lr_cycle_start']}, then a warm restart: a new "
+                f"cosine over epochs {s['lr_cycle_start'] + 1}-{s['epochs']}")
+    return f"cosine to 0 over {s['epochs']} epochs"
+
+
 def _summary_table(s: dict) -> Table:
     table = Table(title="susl train", show_header=False)
     final = s["final"]
@@ -258,6 +305,7 @@ def _summary_table(s: dict) -> Table:
             ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"),
                                                     s["marginal_kl"])),
             ("epochs", str(s["epochs"])),
+            ("learning rate", _schedule_text(s)),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
