@@ -181,6 +181,53 @@ def runs_summary_table(
     return table
 
 
+SPARK = "▁▂▃▄▅▆▇█"
+HISTORY_SKIP = ("epoch",)  # the x axis, not a curve
+
+
+def sparkline(values: Sequence[float], width: int = 40) -> str:
+    """A curve in `width` characters: values averaged into bins, scaled min..max to ▁..█.
+
+    NaN (an epoch that did not log the value) is a blank.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return ""
+    bins = np.array_split(array, min(width, array.size))
+    means = [float(np.nanmean(b)) if np.isfinite(b).any() else math.nan for b in bins]
+    finite = [m for m in means if math.isfinite(m)]
+    if not finite:
+        return " " * len(means)
+    low, high = min(finite), max(finite)
+    span = high - low or 1.0
+    return "".join(" " if not math.isfinite(m) else
+                   SPARK[min(len(SPARK) - 1, int((m - low) / span * len(SPARK)))]
+                   for m in means)
+
+
+def history_table(history: Mapping[str, Sequence[float]], title: str, width: int = 40) -> Table:
+    """One row per logged column: its curve over the epochs, first, last, min and max."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("column")
+    table.add_column(f"curve (epochs 1-{max((len(v) for v in history.values()), default=0)})",
+                     no_wrap=True)
+    for name in ("first", "last", "min", "max"):
+        table.add_column(name, justify="right")
+    for name, values in history.items():
+        if name in HISTORY_SKIP or not len(values):
+            continue
+        array = np.asarray(values, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        cells = ([_short(finite[0]), _short(finite[-1]), _short(finite.min()),
+                  _short(finite.max())] if finite.size else [NOT_AVAILABLE] * 4)
+        table.add_row(name, sparkline(array, width), *cells)
+    return table
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}"
+
+
 class _InfoColumn(ProgressColumn):
     """Free text per task (loss terms, samples per second), empty until the caller sets it.
 

@@ -143,3 +143,19 @@ def test_a_per_epoch_csv_log_sits_beside_the_checkpoint(mask, tmp_path, runner):
     assert runner.invoke(app, [*base, "--epochs", "4", "--resume"]).exit_code == 0
     assert read_history_csv(tmp_path / "run.history.csv")["epoch"] == [1.0, 2.0, 3.0, 4.0]
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary, then renamed
+
+
+def test_info_history_draws_the_curves_and_gives_them_as_json(mask, tmp_path, runner):
+    import json
+
+    out = tmp_path / "run.h5"
+    assert runner.invoke(app, ["train", str(mask), "--out", str(out), "--quiet", "--epochs",
+                               "4", *TINY]).exit_code == 0
+    shown = runner.invoke(app, ["info", str(out), "--history"], env={"COLUMNS": "150"})
+    assert shown.exit_code == 0, shown.output
+    loss_row = next(line for line in shown.stdout.splitlines() if " loss " in line)
+    assert any(ch in loss_row for ch in "▁▂▃▄▅▆▇█")  # a 4-character curve
+    values = json.loads(runner.invoke(app, ["info", str(out), "--history", "--json"]).stdout)
+    assert values["loss"] == pytest.approx(load_model(out).history["loss"])
+    refused = runner.invoke(app, ["info", str(mask), "--history"])
+    assert refused.exit_code != 0 and "needs a checkpoint" in refused.stderr

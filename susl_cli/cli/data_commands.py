@@ -127,20 +127,46 @@ INFO_HANDLERS: dict[str, tuple[Callable[[Path], dict[str, Any]],
 @handle_errors
 def info(
     file: Path = typer.Argument(..., help="A file made by susl, e.g. mnist-sus.h5."),
+    history: bool = typer.Option(
+        False, "--history", help="Checkpoints: the training curves per epoch (loss terms, "
+        "learning rate, accuracies, components used) drawn in the terminal; with --json, "
+        "the per-epoch values."),
     json_out: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Describe a susl file: what it is, what it holds and how it was made.
 
-    Example: susl info mnist-sus.h5 --json
+    Examples: susl info mnist-sus.h5 --json;  susl info run.h5 --history
     """
     kind = peek_kind(file)
+    if history:
+        _show_history(file, kind, json_out, quiet)
+        return
     if kind not in INFO_HANDLERS:
         raise FileFormatError(
             f"{str(file)!r} is a susl {kind} file, which `susl info` cannot describe yet"
         )
     describe, render = INFO_HANDLERS[kind]
     _show(describe(file), render, json_out, quiet)
+
+
+def _show_history(file: Path, kind: str, json_out: bool, quiet: bool) -> None:
+    from susl_cli.console import history_table
+    from susl_cli.storage.checkpoint import read_checkpoint
+    from susl_cli.storage.h5 import KIND_CHECKPOINT
+    from susl_cli.training_log import history_columns
+
+    if kind != KIND_CHECKPOINT:
+        raise FileFormatError(f"{str(file)!r} is a susl {kind} file: --history needs a "
+                              "checkpoint from `susl train`")
+    stored = read_checkpoint(file).history
+    columns = {k: [float(x) for x in stored[k]] for k in history_columns(stored)}
+    if json_out:
+        clean = {k: [None if x != x else x for x in v] for k, v in columns.items()}
+        typer.echo(json.dumps(clean, indent=2))
+    elif not quiet:
+        Console().print(history_table(columns, f"{file}: training history (one value per "
+                                               "epoch; the same columns as the .history.csv)"))
 
 
 def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],
