@@ -45,6 +45,7 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Pat
             writer.writerow(columns)
             for i in range(n_rows):
                 writer.writerow([_cell(history[c], i) for c in columns])
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,3 +69,9 @@ def read_history_csv(path: Path) -> dict[str, list[float]]:
     header, body = rows[0], rows[1:]
     return {name: [float(r[j]) if r[j] != "" else math.nan for r in body]
             for j, name in enumerate(header)}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -38,6 +38,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                "p(x|y,z), rows = shared z draws."),
     "predict": ("generate_commands",
                 "Classify new data with the model's q(y|x): one CSV row per input row."),
+    "report": ("run_report_command", "Write one page about a run: settings, metrics, "
+               "confusion matrix, samples, curves."),
     "experiment": ("experiment_command", "Train, score and tabulate a paper table: mean ± sd "
                    "next to the paper's numbers."),
 }
