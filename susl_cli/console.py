@@ -136,6 +136,49 @@ def confusion_table(
     return table
 
 
+def confusion_tables(
+    matrix: Any,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    width: int,
+    *,
+    diagonal: bool = True,
+) -> list[Table]:
+    """`confusion_table` split into column blocks that each fit in `width` characters.
+
+    A table wider than the console is squeezed by rich until its cells print blank (a
+    45-component matrix needed ~250 columns); blocks of columns keep every count readable.
+    """
+    counts = np.asarray(matrix)
+    first = max([len("true \\ predicted"), *(len(str(r)) for r in row_labels)]) + 4
+    widths = [max(len(str(label)), len(f"{counts[:, j].max():g}") if counts.size else 1) + 3
+              for j, label in enumerate(col_labels)]
+    blocks: list[list[int]] = [[]]
+    used = first
+    for j, w in enumerate(widths):
+        if blocks[-1] and used + w > width:
+            blocks.append([])
+            used = first
+        blocks[-1].append(j)
+        used += w
+    if len(blocks) == 1:
+        return [confusion_table(counts, row_labels, col_labels, title, diagonal=diagonal)]
+    return [confusion_table(counts[:, cols], row_labels, [col_labels[j] for j in cols],
+                            f"{title}, columns {col_labels[cols[0]]}-{col_labels[cols[-1]]}",
+                            diagonal=diagonal) for cols in blocks]
+
+
+# Redirected output has no width; rich would assume 80 columns and cut names ("WALKIN…").
+WIDTH_WHEN_REDIRECTED = 400
+
+
+def stdout_console() -> Console:
+    """The console for results: the terminal's width, or wide enough when redirected."""
+    console = Console()
+    return console if console.is_terminal else Console(width=WIDTH_WHEN_REDIRECTED)
+
+
 def _mean_sd(name: str, mean: float, sd: float) -> str:
     """'97.6 ± 0.1' in percent for fractions, plain for counts; no ± part for one run."""
     factor = 100.0 if name in _FRACTION_METRICS else 1.0

@@ -109,8 +109,8 @@ def _confusion(e: Evaluation) -> Section:
     counts = np.asarray(e.metrics.confusion)
     rows = [[names[i], *(f"{c:g}" for c in counts[i])] for i in range(len(names))]
     png = _render(lambda p: plots.plot_confusion(
-        counts, names, columns, p, f"{e.run.model_config.model} on "
-        f"{e.run.meta.get('dataset')}: true x mapped class"))
+        counts, names, columns, p, f"{Path(e.checkpoint).name} ({e.run.model_config.model}) "
+        f"on {e.run.meta.get('dataset')}: true x mapped class"))
     return Section("Confusion matrix (true class x mapped class, majority mapping)",
                    tables=[(["true \\ predicted", *columns], rows)],
                    figures=[("confusion matrix", png)])

@@ -94,8 +94,9 @@ class SampleGrid:
 
     @property
     def column_titles(self) -> list[str]:
-        return [f"{c}\n{name}" for c, name in zip(self.components, self.mapped_names,
-                                                   strict=True)]
+        """Two labelled lines per column: "comp 33" (the component) over "class 1"."""
+        return [f"comp {c}\nclass {name}" for c, name in zip(self.components, self.mapped_names,
+                                                             strict=True)]
 
     def cells(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every filled cell, column by column."""
@@ -267,9 +268,11 @@ def _caption(options: SampleOptions, ref: Reference | None) -> str:
         order = "the class they majority-map to" if labels else "index"
         columns = (f"Columns: the components used on {where}, labelled ones first, then extra "
                    f"ones by {order}.")
-    titles = (f"Titles: component, class (labelled: by construction; extra: majority vote on "
+    titles = (f"Titles: comp = component, class = the class it stands for (labelled: by "
+              f"construction; extra: majority vote on "
               f"{where})." if labels else
-              "Titles: component, class (extra components unmapped: no labels to name them).")
+              "Titles: comp = component, class = the class it stands for (extra components "
+              "unmapped: no labels to name them).")
     return " ".join((what, columns, titles))
 
 

@@ -108,3 +108,18 @@ def test_help_lists_the_outputs(runner):
     for option in ("--fit-mapping", "--plot", "--entropy-plot", "--tsne", "--csv", "--json",
                    "--allow-mixed", "--raw"):
         assert option in out
+
+
+def test_raw_matrix_lists_only_the_components_used(runner, tiny_image_run):
+    import numpy as np
+
+    from susl_cli.evaluate import evaluate_checkpoint
+
+    e = evaluate_checkpoint(tiny_image_run[1], None, "test", "cpu")
+    used = np.flatnonzero(np.asarray(e.metrics.contingency).sum(axis=0))
+    out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--raw"]).stdout
+    raw = out[out.index("true class x component:"):]
+    header = next(line for line in raw.splitlines() if "true \\ predicted" in line)
+    assert header.split("┃")[2:-1] and [c.strip() for c in header.split("┃")[2:-1]] == [
+        str(j) for j in used]
+    assert f"the {len(used)} of {e.run.model_config.n_components} components used" in out

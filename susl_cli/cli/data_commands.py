@@ -22,6 +22,7 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
+from susl_cli.console import stdout_console
 from susl_cli.data.download import ProgressCallback
 from susl_cli.data.masking import (
     DEFAULT_LABEL_FRACTION,
@@ -165,8 +166,8 @@ def _show_history(file: Path, kind: str, json_out: bool, quiet: bool) -> None:
         clean = {k: [None if x != x else x for x in v] for k, v in columns.items()}
         typer.echo(json.dumps(clean, indent=2))
     elif not quiet:
-        Console().print(history_table(columns, f"{file}: training history (one value per "
-                                               "epoch; the same columns as the .history.csv)"))
+        stdout_console().print(history_table(columns, f"{file}: training history (one value "
+                                               "per epoch; the columns of its .history.csv)"))
 
 
 def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],
@@ -174,7 +175,7 @@ def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],
     if json_out:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
-        Console().print(render(summary))
+        stdout_console().print(render(summary))
 
 
 def _classes_text(classes: Sequence[int], names: Sequence[str]) -> str:

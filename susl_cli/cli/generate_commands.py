@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from susl_cli.cli.common import (
@@ -21,6 +20,7 @@ from susl_cli.cli.common import (
     handle_errors,
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
+from susl_cli.console import stdout_console
 from susl_cli.predict import PredictOptions, predict_to_file
 from susl_cli.sample import SampleOptions, sample_to_file
 from susl_cli.storage.outputs import KIND_SAMPLES, describe_samples
@@ -134,7 +134,7 @@ def predict(
 
 
 def _render_predictions(s: dict[str, Any]) -> None:
-    console = Console()
+    console = stdout_console()
     console.print(f"wrote {s['out']}: {s['n_rows']} predictions for {s['input']}")
     table = Table(title="rows per mapped class", title_justify="left")
     table.add_column("mapped class")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from susl_cli.cli.common import (
@@ -24,7 +23,7 @@ from susl_cli.cli.common import (
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
-from susl_cli.console import make_progress
+from susl_cli.console import make_progress, stdout_console
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
@@ -215,7 +214,7 @@ def train(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        Console().print(_summary_table(summary))
+        stdout_console().print(_summary_table(summary))
 
 
 def _check_epochs_on_resume(out: Path, epochs: int) -> str:
