@@ -119,7 +119,7 @@ def default_extra_components(n_labelled: int, n_classes: int) -> int:
 def class_prior(
     labelled_counts: np.ndarray, n_extra: int, labelled_mass: float | None
 ) -> tuple[float, ...]:
-    """p(y) over K = n_labelled + n_extra components (spec section 5).
+    """p(y) over K = n_labelled + n_extra components (README "Choices": prior p(y)).
 
     The labelled components share `labelled_mass` in proportion to their labelled counts
     (their observed frequency); the extra components share the rest uniformly. With no

@@ -1,6 +1,6 @@
 """Fitting a run: minibatch loop, learning-rate schedule, checkpoints, resume, interrupts.
 
-Protocol (spec section 4): each step takes one unlabelled batch and one labelled batch (the
+Protocol: each step takes one unlabelled batch and one labelled batch (the
 small labelled set is cycled); one epoch is one pass over the unlabelled points. Image batches
 are re-binarised every step (x ~ Bernoulli(grey level)). Randomness for epoch e comes from a
 generator seeded with (seed, e), so a run resumed at an epoch boundary draws exactly what an

@@ -63,3 +63,26 @@ def test_sample_grid_column_titles_say_what_each_number_is(runner, tiny_image_ru
     titles = SampleGrid(np.empty(0), np.array([first, 33]), np.array([0, -1]), ["0", "1"],
                         "means", 0, "", True, "run.h5").column_titles
     assert titles == [f"comp {first}\nclass 0", "comp 33\nclass unmapped"]
+
+
+def test_predicting_from_a_wide_csv_prints_no_pandas_warning(runner, tiny_image_run, tmp_path):
+    """Adding the missing label column to a 784-column frame made pandas warn on stderr."""
+    import warnings
+
+    import pandas as pd
+
+    from susl_cli.data.user_files import read_user_inputs
+
+    path = tmp_path / "wide.csv"
+    pd.DataFrame(np.zeros((3, 784)), columns=[f"p{i}" for i in range(784)]).to_csv(path,
+                                                                                  index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_user_inputs(path, "label")
+
+
+def test_no_source_cites_a_file_the_project_does_not_have():
+    root = Path(__file__).resolve().parent.parent
+    texts = [p.read_text() for p in [*root.glob("susl_cli/**/*.py"), *root.glob("docs/*.md"),
+                                      root / "README.md"]]
+    assert not any("docs/spec.md" in t or "spec section" in t for t in texts)

@@ -1,4 +1,4 @@
-"""Choosing which training labels a model may see (spec section 1).
+"""Choosing which training labels a model may see.
 
 A mask is (labelled classes L, label amount, seed). For each class c in L we keep the labels of
 round(p * n_c) of its training points (or exactly N with labels-per-class), drawn uniformly with

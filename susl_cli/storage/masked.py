@@ -66,7 +66,7 @@ class MaskMetadata:
     hidden_classes: tuple[int, ...]     # classes with no labels at all
     labelled_counts: tuple[int, ...]    # labelled training points per class 0..C-1
     seed: int                           # mask seed (numpy default_rng)
-    regime: str                         # "US", "SS" or "SUS" (spec section 1)
+    regime: str                         # "US", "SS" or "SUS"
     created_utc: str                    # ISO 8601 creation time
     label_fraction: float | None = None   # exactly one of these two is set,
     labels_per_class: int | None = None   # unless no class is labelled
