@@ -90,11 +90,12 @@ class ProgressObserver:
         self.progress.advance(self.task, n)
 
     def running_loss(self, loss: float) -> None:
-        previous = f"; last epoch {self.last_epoch}" if self.last_epoch else ""
-        self.progress.update(self.task, info=f"loss {loss:.2f} (this epoch so far){previous}")
+        """The epoch's mean loss so far, then the last finished epoch's other figures."""
+        last = f", {self.last_epoch}" if self.last_epoch else ""
+        self.progress.update(self.task, info=f"loss {loss:.2f} so far{last}")
 
     def epoch_finished(self, record: dict[str, float]) -> None:
-        parts = [f"loss {record['loss']:.2f}"]
+        parts = []
         acc = record.get("train_labelled_acc", math.nan)
         if not math.isnan(acc):
             parts.append(f"labelled acc {acc:.3f}")
@@ -103,7 +104,7 @@ class ProgressObserver:
             parts.append(f"used {used:.0f}")
         parts.append(f"{record['samples_per_s']:.0f}/s")
         self.last_epoch = ", ".join(parts)
-        self.progress.update(self.task, info=self.last_epoch)
+        self.progress.update(self.task, info=f"loss {record['loss']:.2f}, {self.last_epoch}")
 
     def close(self, interrupted: bool = False) -> None:
         """Stop the bar; after Ctrl-C or an error, clear it so only the one-line message shows."""
