@@ -30,6 +30,9 @@ class PrintEpochs:
     def steps_done(self, n: int) -> None:
         pass
 
+    def running_loss(self, loss: float) -> None:
+        pass
+
     def epoch_finished(self, record: dict[str, float]) -> None:
         print(f"epoch {int(record['epoch'])}: {record['seconds']:.1f} s, "
               f"{record['samples_per_s']:.0f} unlabelled samples/s, {self.steps} steps, "

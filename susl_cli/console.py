@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from susl_cli.metrics import COUNT_FIELDS, SUMMARY_FIELDS, Metrics
@@ -150,6 +150,49 @@ def confusion_table(
     return table
 
 
+def confusion_tables(
+    matrix: Any,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    width: int,
+    *,
+    diagonal: bool = True,
+) -> list[Table]:
+    """`confusion_table` split into column blocks that each fit in `width` characters.
+
+    A table wider than the console is squeezed by rich until its cells print blank (a
+    45-component matrix needed ~250 columns); blocks of columns keep every count readable.
+    """
+    counts = np.asarray(matrix)
+    first = max([len("true \\ predicted"), *(len(str(r)) for r in row_labels)]) + 4
+    widths = [max(len(str(label)), len(f"{counts[:, j].max():g}") if counts.size else 1) + 3
+              for j, label in enumerate(col_labels)]
+    blocks: list[list[int]] = [[]]
+    used = first
+    for j, w in enumerate(widths):
+        if blocks[-1] and used + w > width:
+            blocks.append([])
+            used = first
+        blocks[-1].append(j)
+        used += w
+    if len(blocks) == 1:
+        return [confusion_table(counts, row_labels, col_labels, title, diagonal=diagonal)]
+    return [confusion_table(counts[:, cols], row_labels, [col_labels[j] for j in cols],
+                            f"{title}, columns {col_labels[cols[0]]}-{col_labels[cols[-1]]}",
+                            diagonal=diagonal) for cols in blocks]
+
+
+# Redirected output has no width; rich would assume 80 columns and cut names ("WALKIN…").
+WIDTH_WHEN_REDIRECTED = 400
+
+
+def stdout_console() -> Console:
+    """The console for results: the terminal's width, or wide enough when redirected."""
+    console = Console()
+    return console if console.is_terminal else Console(width=WIDTH_WHEN_REDIRECTED)
+
+
 def _mean_sd(name: str, mean: float, sd: float) -> str:
     """'97.6 ± 0.1' in percent for fractions, plain for counts; no ± part for one run."""
     factor = 100.0 if name in _FRACTION_METRICS else 1.0
@@ -195,6 +238,53 @@ def runs_summary_table(
     return table
 
 
+SPARK = "▁▂▃▄▅▆▇█"
+HISTORY_SKIP = ("epoch",)  # the x axis, not a curve
+
+
+def sparkline(values: Sequence[float], width: int = 40) -> str:
+    """A curve in `width` characters: values averaged into bins, scaled min..max to ▁..█.
+
+    NaN (an epoch that did not log the value) is a blank.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return ""
+    bins = np.array_split(array, min(width, array.size))
+    means = [float(np.nanmean(b)) if np.isfinite(b).any() else math.nan for b in bins]
+    finite = [m for m in means if math.isfinite(m)]
+    if not finite:
+        return " " * len(means)
+    low, high = min(finite), max(finite)
+    span = high - low or 1.0
+    return "".join(" " if not math.isfinite(m) else
+                   SPARK[min(len(SPARK) - 1, int((m - low) / span * len(SPARK)))]
+                   for m in means)
+
+
+def history_table(history: Mapping[str, Sequence[float]], title: str, width: int = 40) -> Table:
+    """One row per logged column: its curve over the epochs, first, last, min and max."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("column")
+    table.add_column(f"curve (epochs 1-{max((len(v) for v in history.values()), default=0)})",
+                     no_wrap=True)
+    for name in ("first", "last", "min", "max"):
+        table.add_column(name, justify="right")
+    for name, values in history.items():
+        if name in HISTORY_SKIP or not len(values):
+            continue
+        array = np.asarray(values, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        cells = ([_short(finite[0]), _short(finite[-1]), _short(finite.min()),
+                  _short(finite.max())] if finite.size else [NOT_AVAILABLE] * 4)
+        table.add_row(name, sparkline(array, width), *cells)
+    return table
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}"
+
+
 class _InfoColumn(ProgressColumn):
     """Free text per task (loss terms, samples per second), empty until the caller sets it.
 
@@ -202,7 +292,7 @@ class _InfoColumn(ProgressColumn):
     """
 
     def render(self, task: Task) -> Text:
-        return Text(str(task.fields.get("info", "")))
+        return Text(str(task.fields.get("info", "")), no_wrap=True, overflow="ellipsis")
 
 
 class SilentProgress:
@@ -253,18 +343,24 @@ def make_progress(quiet: bool, console: Console | None = None) -> Progress | Sil
 
     Columns: description, bar, done/total, elapsed, remaining, then free text set with
     progress.update(task, info="..."). It draws on stderr by default so that --json output on
-    stdout stays machine-readable.
+    stdout stays machine-readable. It always takes one line: no column wraps; the bar
+    shrinks first and the free text is cut with an ellipsis on a narrow terminal.
     """
     if quiet:
         return SilentProgress()
+
+    def one_line(**kwargs: Any) -> Column:
+        return Column(no_wrap=True, **kwargs)
+
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        _InfoColumn(),
+        TextColumn("[progress.description]{task.description}", table_column=one_line()),
+        BarColumn(bar_width=None, table_column=one_line(ratio=1, min_width=4, max_width=30)),
+        MofNCompleteColumn(table_column=one_line()),
+        TimeElapsedColumn(table_column=one_line()),
+        TimeRemainingColumn(table_column=one_line()),
+        _InfoColumn(table_column=one_line(ratio=2, min_width=16, overflow="ellipsis")),
         console=console if console is not None else Console(stderr=True),
+        expand=True,
     )
 
 

@@ -1,4 +1,6 @@
-"""Scoring a trained model: predict with q(y|x) and compute every metric of spec section 7.
+"""Scoring a trained model: predict with q(y|x) and compute every metric.
+
+The paper's protocol (majority mapping) plus Hungarian, known/novel accuracy, NMI and ARI.
 
 The mapping from components to classes is fitted either on the scored (test) points, the
 paper's protocol, or on the training points with their evaluation-only true labels, so that

@@ -78,7 +78,7 @@ class ExperimentConfig:
     dataset: str                                 # built-in name or a user data file's path
     out_dir: Path                                # folder for masks, checkpoints and tables
     seeds: int = 4                               # runs per cell (the paper: 4); seeds 0..n-1
-    epochs: int = 400                            # the paper trains up to 400 (spec section 6)
+    epochs: int = 400                            # the paper trains up to 400 (appendix A)
     models: tuple[str, ...] = ()                 # empty: the table's models
     regimes: tuple[str, ...] = ()                # empty: the table's regimes
     label_fraction: float = DEFAULT_LABEL_FRACTION  # of each labelled class (paper: 0.2)

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from susl_cli.experiment import ExperimentConfig, ExperimentResult
 
 PAPER_SOURCE = ("Willetts, Roberts & Holmes, semi-unsupervised learning with deep generative "
-                "models (the paper behind docs/spec.md), as transcribed in spec section 8")
-PAPER_EPOCHS = 400  # "up to 400 epochs" (paper appendix A; spec section 6)
+                "models: clustering and classifying using ultra-sparse labels (2019), Tables 1 "
+                "and 2 as transcribed in susl_cli/experiment_report.py")
+PAPER_EPOCHS = 400  # "up to 400 epochs" (paper appendix A)
 
 # Paper Table 2: test accuracy / cluster purity (%, majority mapping), mean ± sd over 4 runs,
 # 20% labels on the first half of the classes, n_aug = 40 extra components.

@@ -161,7 +161,7 @@ def score_checkpoint(checkpoint: Path, mask: Path, classes: tuple[int, ...] | No
     """Score on the mask's test set, or only on its points of `classes` (paper Table 1).
 
     The majority and Hungarian mappings are fitted on the scored test points: the paper's
-    protocol (spec section 7).
+    protocol.
     """
     if classes is None:
         evaluation = evaluate_checkpoint(checkpoint, mask, fit_mapping="test", device=device)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.special import entr
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from susl_cli.errors import DataError
+
+# scipy and scikit-learn are imported where they are used: the CLI modules that import this one
+# for metric names (console.py) must not pay seconds for them at start-up.
 
 UNMAPPED = -1  # mapping value of a component that stands for no class
 
@@ -114,6 +114,8 @@ def hungarian_mapping(
     overlap (the solver still pairs leftovers); that is harmless, as it adds no correct points.
     """
     table = contingency(fit_components, fit_true, n_components, n_classes)  # (C, K)
+    from scipy.optimize import linear_sum_assignment
+
     classes, comps = linear_sum_assignment(table, maximize=True)
     mapping = np.full(n_components, UNMAPPED, dtype=np.int64)
     mapping[comps] = classes
@@ -154,6 +156,8 @@ def entropy(probs: Any) -> np.ndarray:
         raise DataError(f"probabilities must be an (N, K) matrix, got shape {array.shape}")
     if array.size and array.min() < 0:
         raise DataError("probabilities must be non-negative; pass softmax outputs, not logits")
+    from scipy.special import entr
+
     return entr(array).sum(axis=1)
 
 
@@ -244,6 +248,8 @@ def evaluate_assignments(
     Known-class accuracies score points whose true class is in `labelled_classes`; the novel
     one scores the others.
     """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     comps, labels = _check_pair(components, true, n_components, n_classes)
     if comps.size == 0:
         raise DataError("no points to evaluate; pass at least one prediction")
@@ -313,6 +319,7 @@ def discovery_scores(predicted: Any, true: Any, *, n_predicted: int, n_classes: 
     hidden-class points from labelled-class ones; k-hat against the true number of hidden
     classes among these points.
     """
+    from scipy.optimize import linear_sum_assignment
     from sklearn.metrics import roc_auc_score
 
     pred, labels = _check_pair(predicted, true, n_predicted, n_classes)

@@ -131,7 +131,7 @@ def as_given_labelled_mass(labelled_counts: np.ndarray, n_train: int) -> float:
 def class_prior(
     labelled_counts: np.ndarray, n_extra: int, labelled_mass: float | None
 ) -> tuple[float, ...]:
-    """p(y) over K = n_labelled + n_extra components (spec section 5).
+    """p(y) over K = n_labelled + n_extra components (README "Choices": prior p(y)).
 
     The labelled components share `labelled_mass` in proportion to their labelled counts
     (their observed frequency); the extra components share the rest uniformly. With no

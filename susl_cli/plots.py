@@ -91,14 +91,20 @@ def plot_confusion(
     row_sums = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_cols + 2.5), max(3.0, 0.4 * n_rows + 2.0)))
+    fig_width = max(4.0, 0.45 * n_cols + 2.5)
+    fig, ax = plt.subplots(figsize=(fig_width, max(3.0, 0.4 * n_rows + 2.0)))
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     fig.colorbar(image, ax=ax, label="share of row")
-    ax.set_xticks(range(n_cols), labels=list(col_labels), rotation=90 if n_cols > 12 else 0)
+    # Names longer than a few characters (or many columns) stand upright, so class names such
+    # as WALKING_UPSTAIRS or T-shirt/top never run into each other.
+    longest = max((len(str(label)) for label in col_labels), default=0)
+    upright = n_cols > 12 or longest > 3
+    ax.set_xticks(range(n_cols), labels=list(col_labels), rotation=90 if upright else 0)
     ax.set_yticks(range(n_rows), labels=list(row_labels))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, width=max(30, int(fig_width * 11)))),
+                 fontsize=10)
     if n_rows * n_cols <= 900:
         fontsize = 8 if n_cols <= 15 else 5
         for (i, j), count in np.ndenumerate(counts):

@@ -94,9 +94,10 @@ class SampleGrid:
 
     @property
     def column_titles(self) -> list[str]:
-        """The class on top (what a reader looks for), the component number below it."""
-        return [f"{name}\n#{c}" for c, name in zip(self.components, self.mapped_names,
-                                                    strict=True)]
+        """Two lines per column: the class (a labelled one or a discovered new-i) over the
+        component it draws."""
+        return [f"{name}\ncomp {c}" for c, name in zip(self.components, self.mapped_names,
+                                                      strict=True)]
 
     def cells(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every filled cell, column by column."""
@@ -265,8 +266,8 @@ def _caption(options: SampleOptions, ref: Reference | None) -> str:
     else:
         columns = (f"Columns: the components used on {where}, labelled ones first, then extra "
                    "ones by class.")
-    titles = ("Titles: class (labelled: by construction; new-i: classes discovered without "
-              "labels, see `susl info RUN`), then #component.")
+    titles = ("Titles: the class (labelled: by construction; new-i: a class discovered without "
+              "labels, see `susl info RUN`) over comp = the component.")
     return " ".join((what, columns, titles))
 
 

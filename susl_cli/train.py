@@ -1,6 +1,6 @@
 """Fitting a run: minibatch loop, learning-rate schedule, checkpoints, resume, interrupts.
 
-Protocol (spec section 4): each step takes one unlabelled batch and one labelled batch (the
+Protocol: each step takes one unlabelled batch and one labelled batch (the
 small labelled set is cycled); one epoch is one pass over the unlabelled points. Image batches
 are re-binarised every step (x ~ Bernoulli(grey level)). Randomness for epoch e comes from a
 generator seeded with (seed, e), so a run resumed at an epoch boundary draws exactly what an
@@ -33,6 +33,7 @@ from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
 from susl_cli.storage.h5 import check_output_path, peek_kind
 from susl_cli.storage.masked import file_sha256, read_masked_dataset
+from susl_cli.training_log import history_csv_path, write_history_csv
 
 EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
 # glibc mallopt parameters and the values set by `keep_cpu_buffers` (see there).
@@ -52,6 +53,7 @@ class Observer(Protocol):
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
     def steps_done(self, n: int) -> None: ...
+    def running_loss(self, loss: float) -> None: ...  # mean loss of the epoch so far
     def epoch_finished(self, record: dict[str, float]) -> None: ...
 
 
@@ -62,8 +64,14 @@ class SilentObserver:
     def steps_done(self, n: int) -> None:
         pass
 
+    def running_loss(self, loss: float) -> None:
+        pass
+
     def epoch_finished(self, record: dict[str, float]) -> None:
         pass
+
+
+RUNNING_LOSS_SECONDS = 1.0  # how often the epoch's running loss is reported (one device sync)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
@@ -71,6 +79,20 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int, schedule: str) -> float:
     if schedule == "constant":
         return base_lr
     return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def scheduled_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of 0-based `epoch`, warm restarts included.
+
+    Epochs before `lr_cycle_start` followed one cosine over `lr_cycle_start` epochs (the run as
+    first finished); from it on, a new cosine runs from the base rate to 0 over the remaining
+    epochs (SGDR's warm restart: a finished run extended with `--resume --epochs N`).
+    """
+    start = config.lr_cycle_start
+    if epoch < start:
+        return cosine_lr(config.learning_rate, epoch, start, config.lr_schedule)
+    return cosine_lr(config.learning_rate, epoch - start, config.epochs - start,
+                     config.lr_schedule)
 
 
 @dataclass
@@ -104,6 +126,7 @@ def fit(run: Run, data: TrainingData, out_path: Path,
     if run.model.log_prior.device.type == "cpu":
         tune_cpu()
     last_saved = run.epoch
+    last_write = time.monotonic()
     snapshot = None
     while run.epoch < config.epochs:
         try:
@@ -130,12 +153,15 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
+        write_history_csv(run.history, history_csv_path(out_path))  # the log a user plots
         done = run.epoch == config.epochs
-        if done or run.epoch % config.checkpoint_every == 0:
+        due = (run.epoch - last_saved >= config.checkpoint_every
+               and time.monotonic() - last_write >= config.checkpoint_seconds)
+        if done or due:
             _save_checkpoint(run, out_path, done, last_saved)
-            last_saved = run.epoch
-        elif config.checkpoint_every > 1:
-            snapshot = _snapshot(run)
+            last_saved, last_write = run.epoch, time.monotonic()
+        else:
+            snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
         observer.epoch_finished(record)
     return run
 
@@ -165,7 +191,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     model, device = run.model, run.model.log_prior.device
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed * EPOCH_SEED_STRIDE + run.epoch)
-    lr = cosine_lr(config.learning_rate, run.epoch, config.epochs, config.lr_schedule)
+    lr = scheduled_lr(config, run.epoch)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     batches_u, batches_l = _batch_indices(data, config.batch_size, config.labelled_batch_size,
@@ -174,8 +200,8 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
-    start = time.perf_counter()
-    for idx_u, idx_l in zip(batches_u, batches_l, strict=True):
+    start = reported = time.perf_counter()
+    for step, (idx_u, idx_l) in enumerate(zip(batches_u, batches_l, strict=True), start=1):
         x_u = _maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator) \
             if idx_u is not None else None
         x_l = y_l = None
@@ -191,6 +217,9 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         names = list(out.terms)
         sums = sums + torch.stack(list(out.terms.values()))  # no host-device sync per step
         observer.steps_done(1)
+        if time.perf_counter() - reported > RUNNING_LOSS_SECONDS and "loss" in names:
+            observer.running_loss(float(sums[names.index("loss")]) / step)
+            reported = time.perf_counter()
     n_steps = max(len(batches_u), 1)
     totals = sums.tolist() if names else []  # one sync per epoch
     record = {k: v / n_steps for k, v in zip(names, totals, strict=True)}
@@ -393,6 +422,10 @@ def _apply_preset(preset: str | None, dataset: str, options: ModelOptions,
     return options, TrainConfig(**{**values, **overrides})  # type: ignore[arg-type]
 
 
+# What `--resume` may change: the length of the run and how often it is saved.
+RESUMABLE_SETTINGS = ("epochs", "checkpoint_every", "checkpoint_seconds")
+
+
 def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
             overrides: dict[str, object], device: torch.device) -> Run:
     run = load_model(out_path, device, with_optimizer=True)
@@ -405,13 +438,16 @@ def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
                           f"{options.model}: drop --model or start a new run")
     stored = dataclasses.asdict(run.train_config)
     changed = sorted(k for k, v in overrides.items()
-                     if k not in ("epochs", "checkpoint_every") and stored.get(k) != v)
+                     if k not in RESUMABLE_SETTINGS and stored.get(k) != v)
     if changed:
         raise ConfigError(f"--resume continues the stored settings; these cannot change: "
                           f"{', '.join(changed)}")
+    finished = run.epoch >= run.train_config.epochs
     run.train_config = dataclasses.replace(run.train_config, **overrides)  # type: ignore[arg-type]
     if run.epoch >= run.train_config.epochs:
         raise ConfigError(f"{str(out_path)!r} already finished {run.epoch} epochs: "
-                          "raise --epochs to train longer")
+                          f"give --epochs above {run.epoch} to train longer (a warm restart)")
+    if finished:  # extended on purpose: a new cosine cycle over the added epochs
+        run.train_config = dataclasses.replace(run.train_config, lr_cycle_start=run.epoch)
     run.model.train()
     return run

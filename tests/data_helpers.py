@@ -12,7 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from click.testing import Result
+from typer.testing import Result  # typer >= 0.24 vendors click: tests never import it
 
 HAR_CHANNELS = (
     "body_acc_x", "body_acc_y", "body_acc_z", "body_gyro_x", "body_gyro_y", "body_gyro_z",

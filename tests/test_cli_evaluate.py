@@ -35,8 +35,10 @@ def test_raw_matrix_on_request(runner, tiny_image_run):
 def test_json_is_machine_readable(runner, tiny_image_run):
     out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--json"]).stdout
     payload = json.loads(out)
-    assert payload["model"] == "gmdgm"
-    metrics = payload["metrics"]
+    assert set(payload) == {"runs", "summary"}  # the same shape as for several runs
+    assert len(payload["runs"]) == 1 and payload["summary"]["nmi"]["sd"] is None
+    assert payload["runs"][0]["model"] == "gmdgm"
+    metrics = payload["runs"][0]["metrics"]
     for key in ("cluster_acc_majority", "cluster_acc_hungarian", "known_acc_classifier",
                 "novel_acc_majority", "nmi", "ari", "n_components_used"):
         assert key in metrics
@@ -46,7 +48,7 @@ def test_json_is_machine_readable(runner, tiny_image_run):
 def test_fit_mapping_train_is_reported(runner, tiny_image_run):
     out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--fit-mapping", "train",
                        "--json"]).stdout
-    assert json.loads(out)["metrics"]["mapping_fit"] == "train"
+    assert json.loads(out)["runs"][0]["metrics"]["mapping_fit"] == "train"
 
 
 def test_several_runs_give_mean_and_sd(runner, tiny_image_run, tmp_path: Path):
@@ -106,3 +108,18 @@ def test_help_lists_the_outputs(runner):
     for option in ("--fit-mapping", "--plot", "--entropy-plot", "--tsne", "--csv", "--json",
                    "--allow-mixed", "--raw"):
         assert option in out
+
+
+def test_raw_matrix_lists_only_the_components_used(runner, tiny_image_run):
+    import numpy as np
+
+    from susl_cli.evaluate import evaluate_checkpoint
+
+    e = evaluate_checkpoint(tiny_image_run[1], None, "test", "cpu")
+    used = np.flatnonzero(np.asarray(e.metrics.contingency).sum(axis=0))
+    out = _ok(runner, ["evaluate", str(tiny_image_run[1]), "--raw"]).stdout
+    raw = out[out.index("true class x component:"):]
+    header = next(line for line in raw.splitlines() if "true \\ predicted" in line)
+    assert header.split("┃")[2:-1] and [c.strip() for c in header.split("┃")[2:-1]] == [
+        str(j) for j in used]
+    assert f"the {len(used)} of {e.run.model_config.n_components} components used" in out

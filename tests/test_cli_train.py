@@ -200,6 +200,17 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(t
     assert ratio == pytest.approx(1 / run.model_config.prior[0])
     assert ratio > LABELLED_SHARE_WARNING and "--marginal-kl 1" in _labelled_share_text(ratio)
     assert "--marginal-kl" not in _labelled_share_text(1.05)
+    # a run already trained with the term is not told to add it
+    hint = _labelled_share_text(ratio, marginal_kl=1.0)
+    assert "try --marginal-kl 1" not in hint and "already trained with --marginal-kl 1" in hint
+
+
+def test_idle_components_hint_respects_the_runs_own_marginal_kl():
+    from susl_cli.cli.train_command import _components_used_text
+
+    assert "try --marginal-kl 1" in _components_used_text(2, 45)
+    assert "try --marginal-kl 1" not in _components_used_text(2, 45, marginal_kl=1.0)
+    assert "--marginal-kl" not in _components_used_text(40, 45, marginal_kl=1.0)
 
 
 def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tmp_path):

@@ -52,7 +52,8 @@ def test_window_stats_model_trains_scores_samples_and_predicts_raw_windows(runne
     assert "window-stats" in _ok(runner, ["info", str(run)]).stdout
 
     scores = json.loads(_ok(runner, ["evaluate", str(run), "--json"]).stdout)
-    assert sum(map(sum, scores["metrics"]["confusion"])) == 40  # every test window scored
+    confusion = scores["runs"][0]["metrics"]["confusion"]
+    assert sum(map(sum, confusion)) == 40  # every test window scored
 
     samples = tmp_path / "s.csv"
     _ok(runner, ["sample", str(run), "--out", str(samples), "--rows", "2"])

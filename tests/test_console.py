@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -116,3 +118,48 @@ def test_progress_shows_description_counts_and_info() -> None:
         progress.update(task, info="elbo -98.7")
     text = console.export_text()
     assert "epoch 1" in text and "4/4" in text and "elbo -98.7" in text
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_training_bar_takes_one_line_at_60_to_120_columns(width: int) -> None:
+    """It wrapped to 2 lines at 120 columns and 5 at 60: the loss text now ends in an ellipsis."""
+    from susl_cli.cli.train_command import ProgressObserver
+
+    console = Console(record=True, width=width, force_terminal=False)
+    observer = ProgressObserver(quiet=False)
+    observer.progress = make_progress(quiet=False, console=console)
+    observer.epoch_started(3, 25, 90)
+    observer.steps_done(10)
+    observer.running_loss(428.91)  # the loss shows within the first epoch
+    observer.epoch_finished({"loss": 428.91, "train_labelled_acc": 0.619,
+                             "components_used": 4.0, "samples_per_s": 1233.0})
+    observer.close()
+    lines = [line for line in console.export_text().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "epoch 3/25" in lines[0] and "loss 428" in lines[0]
+
+
+def test_wide_raw_matrix_is_split_into_blocks_that_keep_every_count() -> None:
+    from susl_cli.console import confusion_tables
+
+    counts = np.arange(6 * 45).reshape(6, 45) * 37
+    names = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
+    tables = confusion_tables(counts, names, [str(j) for j in range(45)], "raw", 100,
+                              diagonal=False)
+    assert len(tables) > 1
+    seen = []
+    for table in tables:
+        console = Console(record=True, width=100)
+        console.print(table)
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= 100
+        assert "WALKING_DOWNSTAIRS" in text and "…" not in text
+        seen += [int(cell) for cell in text.split() if cell.isdigit()]
+    assert set(counts.ravel().tolist()) <= set(seen)
+
+
+def test_redirected_results_are_not_cut_at_80_columns() -> None:
+    from susl_cli.console import WIDTH_WHEN_REDIRECTED, stdout_console
+
+    console = stdout_console()  # pytest captures stdout: not a terminal
+    assert not console.is_terminal and console.width == WIDTH_WHEN_REDIRECTED

@@ -164,3 +164,17 @@ def test_make_masked_dataset_metadata(spec: str, regime: str) -> None:
     assert (meta.label_fraction is None) == (regime == "US")
     np.testing.assert_array_equal(masked.y_train_true, data.y_train)
     assert masked.n_classes == 3 and masked.is_labelled.sum() == sum(meta.labelled_counts)
+
+
+def test_train_subset_keeps_a_seeded_slice_and_the_whole_test_set() -> None:
+    data = _dataset(_labels([50, 30, 20]))
+    first = make_masked_dataset(data, (0,), label_fraction=0.2, seed=3, train_subset=40)
+    again = make_masked_dataset(data, (0,), label_fraction=0.2, seed=3, train_subset=40)
+    other = make_masked_dataset(data, (0,), label_fraction=0.2, seed=4, train_subset=40)
+    assert first.x_train.shape == (40, 3) and first.metadata.train_subset == 40
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    assert not np.array_equal(first.x_train, other.x_train)
+    assert len(first.y_test) == len(data.y_test)
+    assert set(map(tuple, first.x_train)) <= set(map(tuple, data.x_train))
+    with pytest.raises(UsageError, match="--train-subset must be in 1..100"):
+        make_masked_dataset(data, (0,), label_fraction=0.2, train_subset=101)

@@ -1,5 +1,5 @@
 """Tests of the training objective (paper eqs 6, 7, 11), the prior p(y) over labelled and extra
-components (spec section 5), and the validation of ModelConfig and TrainConfig."""
+components, and the validation of ModelConfig and TrainConfig."""
 
 from __future__ import annotations
 

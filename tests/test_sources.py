@@ -134,6 +134,11 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUSL_DATA_DIR")
     assert search_dirs(None) == [tmp_path / "cache"] and cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("SUSL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "susl"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # invalid under the XDG spec: ignored
+    assert cache_dir() == Path.home() / ".cache" / "susl"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == Path.home() / ".cache" / "susl"
 
 

@@ -1,16 +1,10 @@
 """The `susl` command line: parse options, build a config, call one library function, render.
 
-Each group of commands lives in its own module and registers itself on `app`.
+Each group of commands lives in its own module and registers itself on `app`. The modules are
+imported when their command is used (common.LAZY_COMMANDS), so start-up stays fast.
 """
 
-from susl_cli.cli.common import app
-
-# Importing the command modules registers their commands on `app`.
-# The order of these imports is the order `susl --help` lists the commands: the session's order.
-from susl_cli.cli import data_commands, train_command  # noqa: E402,F401  isort: skip
-from susl_cli.cli import report_commands, discover_command  # noqa: E402,F401  isort: skip
-from susl_cli.cli import generate_commands  # noqa: E402,F401  isort: skip
-from susl_cli.cli import experiment_command  # noqa: E402,F401  isort: skip
+from susl_cli.cli.common import LAZY_COMMANDS, app
 
 
 def main() -> None:
@@ -18,4 +12,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main"]
+__all__ = ["LAZY_COMMANDS", "app", "main"]

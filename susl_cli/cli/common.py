@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.24 ships its own copy of click
     from typer._click import exceptions as click_errors
@@ -19,9 +21,101 @@ except ImportError:  # pragma: no cover  older typer uses click itself
 from susl_cli import __version__
 from susl_cli.errors import SuslError
 
+# Each command's module, imported only when the command runs or shows its help, so that
+# `susl --version` and `susl --help` start without torch, pandas or scikit-learn (about 5 s on a
+# loaded 2-core machine). The summary is the line `susl --help` lists; tests/test_cli_startup.py
+# checks it against the command's own help. Order = the order `susl --help` lists them.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "mask": ("data_commands",
+             "Hide labels: keep a fraction of the labels of some classes, none of the others."),
+    "info": ("data_commands",
+             "Describe a susl file: what it is, what it holds and how it was made."),
+    "train": ("train_command",
+              "Train a model on a masked dataset; Ctrl-C saves, --resume continues."),
+    "evaluate": ("report_commands", "Score checkpoints on the test set: cluster accuracy, "
+                 "known/novel accuracy, NMI, ARI."),
+    "discover": ("discover_command", "Name and count the classes nobody labelled: group the "
+                 "extra components of a run."),
+    "sample": ("generate_commands", "Draw what each component generates: the mean of "
+               "p(x|y,z), rows = shared z draws."),
+    "predict": ("generate_commands",
+                "Classify new data with the model's q(y|x): one CSV row per input row."),
+    "report": ("run_report_command", "Write one page about a run: settings, metrics, "
+               "confusion matrix, samples, curves."),
+    "experiment": ("experiment_command", "Train, score and tabulate a paper table: mean ± sd "
+                   "next to the paper's numbers."),
+}
+# `susl info` describes every kind of file, so it needs every module's INFO_HANDLERS entry.
+_NEEDS_ALL_MODULES = ("info",)
+
+
+def _without_flag_placeholders(params: list[Any]) -> list[Any]:
+    """Flags (--quiet, --json, --help) take no value: show no `<bool>` type in the help."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class SuslCommand(TyperCommand):
+    """Every susl command: flags listed without a value placeholder."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_placeholders(super().get_params(ctx))
+
 
 class OneLineErrorGroup(TyperGroup):
-    """Print click's usage errors (bad option value, missing option) as one line, not a box."""
+    """Print click's usage errors (bad option value, missing option) as one line, not a box.
+
+    Commands are loaded lazily (LAZY_COMMANDS): listing them for `susl --help` or shell
+    completion uses their summaries; running one, or its --help, imports its module.
+    """
+
+    _listing = False
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_placeholders(super().get_params(ctx))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        loaded = super().list_commands(ctx)
+        return [*LAZY_COMMANDS, *(name for name in loaded if name not in LAZY_COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        if self._listing and cmd_name not in self.commands:
+            return TyperCommand(cmd_name, help=LAZY_COMMANDS[cmd_name][1])
+        names = LAZY_COMMANDS if cmd_name in _NEEDS_ALL_MODULES else (cmd_name,)
+        for name in names:  # cheap when already imported
+            importlib.import_module(f"susl_cli.cli.{LAZY_COMMANDS[name][0]}")
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = self._build(cmd_name)
+        return self.commands[cmd_name]
+
+    @staticmethod
+    def _build(cmd_name: str) -> Any:
+        """The click command of a registered command (its module is imported)."""
+        for info in app.registered_commands:
+            name = info.name or typer.main.get_command_name(info.callback.__name__)
+            if name == cmd_name:
+                return typer.main.get_command_from_info(
+                    info, pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode)
+        raise LookupError(f"LAZY_COMMANDS names {cmd_name!r}, which no module registers")
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> Any:
+        self._listing = True
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing = False
 
     def main(self, args: Any = None, prog_name: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
@@ -44,7 +138,14 @@ class OneLineErrorGroup(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-app = typer.Typer(
+class SuslTyper(typer.Typer):
+    """A Typer app whose commands are SuslCommands unless a command asks for another class."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or SuslCommand, **kwargs)
+
+
+app = SuslTyper(
     cls=OneLineErrorGroup,
     name="susl",
     help=(
@@ -53,7 +154,8 @@ app = typer.Typer(
         "Typical session: susl mask -> susl train -> susl evaluate / susl sample / susl predict."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )

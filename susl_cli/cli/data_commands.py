@@ -23,6 +23,7 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
+from susl_cli.console import stdout_console
 from susl_cli.data.download import ProgressCallback
 from susl_cli.data.masking import (
     AS_GIVEN_NOTE,
@@ -70,6 +71,11 @@ def mask(
     labels_per_class: int | None = typer.Option(
         None, "--labels-per-class",
         help="Instead of a fraction: exactly N labelled examples per labelled class, e.g. 100.",
+    ),
+    train_subset: int | None = typer.Option(
+        None, "--train-subset", min=1,
+        help="Keep only N training points, drawn with --seed (a quick run on a slice, e.g. "
+        "10000 of MNIST's 60000); the test set is kept whole. Default: all.",
     ),
     seed: int = SEED_OPTION,
     label_column: str = typer.Option(
@@ -132,11 +138,15 @@ def mask(
                             unlabelled_token=unlabelled_token)
     data = split_off_test(data, test_fraction, seed)
     if labelled_classes is None:
+        if train_subset is not None:
+            raise UsageError("--train-subset draws the rows to mask with --labelled-classes; "
+                             "to keep a file's labels as given, subset the file itself")
         masked = make_as_given_dataset(data, seed=seed, input_features=input_features)
     else:
         masked = make_masked_dataset(data, classes_from_spec(labelled_classes, data.class_names),
                                      label_fraction=fraction, labels_per_class=per_class,
-                                     seed=seed, input_features=input_features)
+                                     seed=seed, input_features=input_features,
+                                     train_subset=train_subset)
     if test_fraction is not None:
         masked = dataclasses.replace(masked, metadata=dataclasses.replace(
             masked.metadata, test_fraction=test_fraction))
@@ -153,19 +163,46 @@ INFO_HANDLERS: dict[str, tuple[Callable[[Path], dict[str, Any]],
 @handle_errors
 def info(
     file: Path = typer.Argument(..., help="A file made by susl, e.g. mnist-sus.h5."),
+    history: bool = typer.Option(
+        False, "--history", help="Checkpoints: the training curves per epoch (loss terms, "
+        "learning rate, accuracies, components used) drawn in the terminal; with --json, "
+        "the per-epoch values."),
     json_out: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Describe a susl file: what it is, what it holds and how it was made.
 
-    Example: susl info mnist-sus.h5 --json
+    Examples: susl info mnist-sus.h5 --json;  susl info run.h5 --history
     """
     kind = peek_kind(file)
+    if history:
+        _show_history(file, kind, json_out, quiet)
+        return
     if kind not in INFO_HANDLERS:
         raise FileFormatError(
             f"{str(file)!r} is a susl {kind} file, which `susl info` cannot describe yet"
         )
     describe, render = INFO_HANDLERS[kind]
-    _show(describe(file), render, json_out, quiet=False)
+    _show(describe(file), render, json_out, quiet)
+
+
+def _show_history(file: Path, kind: str, json_out: bool, quiet: bool) -> None:
+    from susl_cli.console import history_table
+    from susl_cli.storage.checkpoint import read_checkpoint
+    from susl_cli.storage.h5 import KIND_CHECKPOINT
+    from susl_cli.training_log import history_columns
+
+    if kind != KIND_CHECKPOINT:
+        raise FileFormatError(f"{str(file)!r} is a susl {kind} file: --history needs a "
+                              "checkpoint from `susl train`")
+    stored = read_checkpoint(file).history
+    columns = {k: [float(x) for x in stored[k]] for k in history_columns(stored)}
+    if json_out:
+        clean = {k: [None if x != x else x for x in v] for k, v in columns.items()}
+        typer.echo(json.dumps(clean, indent=2))
+    elif not quiet:
+        stdout_console().print(history_table(columns, f"{file}: training history (one value "
+                                               "per epoch; the columns of its .history.csv)"))
 
 
 def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],
@@ -173,7 +210,7 @@ def _show(summary: dict[str, Any], render: Callable[[dict[str, Any]], Table],
     if json_out:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
-        Console().print(render(summary))
+        stdout_console().print(render(summary))
 
 
 def _classes_text(classes: Sequence[int], names: Sequence[str]) -> str:
@@ -206,7 +243,8 @@ def _masked_table(s: dict[str, Any]) -> Table:
         ("hidden classes", _classes_text(s["hidden_classes"], names)),
         ("label amount", amount),
         ("input features", s.get("input_features") or "raw (training may choose)"),
-        ("train", str(s["n_train"])),
+        ("train", str(s["n_train"]) + ("" if s.get("train_subset") is None
+                                       else " (a seeded subset of the source's training set)")),
         ("labelled", str(s["n_labelled"])),
         ("unlabelled", str(s["n_unlabelled"])),
         ("test", "none" if s["n_test"] is None else str(s["n_test"])

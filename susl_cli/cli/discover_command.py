@@ -34,7 +34,7 @@ def discover(
     quiet: bool = QUIET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Name and count the classes nobody labelled: group the extra components of RUN.
+    """Name and count the classes nobody labelled: group the extra components of a run.
 
     Training already does this once; run it again with other settings. No label of a
     hidden class is read. The result is stored in RUN and used by predict, evaluate,

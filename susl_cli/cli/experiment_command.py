@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from susl_cli.cli.common import (
@@ -21,7 +20,7 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
-from susl_cli.console import make_progress
+from susl_cli.console import make_progress, stdout_console
 from susl_cli.data.masking import DEFAULT_LABEL_FRACTION
 from susl_cli.experiment import (
     ExperimentConfig,
@@ -195,7 +194,7 @@ def _cells_table(config: ExperimentConfig, cells: list[Cell]) -> Table:
 
 
 def _render(config: ExperimentConfig, report: Report, rows: list[dict[str, Any]]) -> None:
-    console = Console()
+    console = stdout_console()
     console.print(_cells_table(config, report.cells))
     shortest = min(int(r["epochs"]) for r in rows)
     if shortest < PAPER_EPOCHS:

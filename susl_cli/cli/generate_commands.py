@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from susl_cli.cli.common import (
@@ -15,11 +14,13 @@ from susl_cli.cli.common import (
     DEVICE_OPTION,
     JSON_OPTION,
     OVERWRITE_OPTION,
+    QUIET_OPTION,
     SEED_OPTION,
     app,
     handle_errors,
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
+from susl_cli.console import stdout_console
 from susl_cli.predict import PredictOptions, predict_to_file
 from susl_cli.sample import SampleOptions, sample_to_file
 from susl_cli.storage.outputs import KIND_SAMPLES, describe_samples
@@ -78,6 +79,7 @@ def sample(
     overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Parse, call `sample_to_file`, print what was written (help text: SAMPLE_HELP)."""
     options = SampleOptions(components=components, rows=rows, seed=seed,
@@ -85,6 +87,8 @@ def sample(
     summary = sample_to_file(run, out, options, overwrite)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
+        return
+    if quiet:
         return
     size = f", {summary['pixels'][1]}x{summary['pixels'][0]} px" if summary["pixels"] else ""
     typer.echo(f"wrote {out}: {summary['rows']} rows x {len(summary['components'])} "
@@ -118,6 +122,7 @@ def predict(
     overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Parse, call `predict_to_file`, print a summary (help text: PREDICT_HELP)."""
     options = PredictOptions(split=split, entropy_quantile=entropy_quantile, mask=mask,
@@ -127,11 +132,12 @@ def predict(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    _render_predictions(summary)
+    if not quiet:
+        _render_predictions(summary)
 
 
 def _render_predictions(s: dict[str, Any]) -> None:
-    console = Console()
+    console = stdout_console()
     console.print(f"wrote {s['out']}: {s['n_rows']} predictions for {s['input']}")
     table = Table(title="rows per class", title_justify="left")
     table.add_column("class")

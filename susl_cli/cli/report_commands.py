@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 
-from susl_cli.cli.common import DEVICE_OPTION, JSON_OPTION, app, handle_errors
-from susl_cli.console import confusion_table, metrics_table, runs_summary_table
+from susl_cli.cli.common import DEVICE_OPTION, JSON_OPTION, QUIET_OPTION, app, handle_errors
+from susl_cli.console import (
+    confusion_table,
+    confusion_tables,
+    metrics_table,
+    runs_summary_table,
+    stdout_console,
+)
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, embed_points, evaluate_checkpoint
 from susl_cli.metrics import SUMMARY_FIELDS, entropy, summarise_runs
@@ -40,6 +45,7 @@ def evaluate(
                                      "different mask files in one table."),
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Score checkpoints on the test set: cluster accuracy, known/novel accuracy, NMI, ARI.
 
@@ -58,24 +64,29 @@ def evaluate(
     if plot is not None or entropy_plot is not None or tsne is not None:
         _figures(results[0], plot, entropy_plot, tsne)
     if as_json:
-        payload = [e.to_dict() for e in results]
-        if len(results) > 1:
-            summary = summarise_runs([e.metrics for e in results])
-            payload = {"runs": payload, "summary": {k: {"mean": m, "sd": s}
-                                                    for k, (m, s) in summary.items()}}
-        else:
-            payload = payload[0]
+        # One shape for one run or many: {"runs": [...], "summary": {metric: {mean, sd}}}
+        # (sd is null for a single run).
+        summary = summarise_runs([e.metrics for e in results])
+        payload = {"runs": [e.to_dict() for e in results],
+                   "summary": {k: {"mean": _finite(m), "sd": _finite(s)}
+                               for k, (m, s) in summary.items()}}
         typer.echo(json.dumps(payload, indent=2, allow_nan=False, default=_none_for_nan))
         return
-    _render(results, raw)
+    if not quiet:
+        _render(results, raw)
 
 
 def _none_for_nan(value: object) -> object:
     return None
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a metric with nothing to score (or the sd of one run) is null."""
+    return None if value != value else value
+
+
 def _render(results: list[Evaluation], raw: bool) -> None:
-    console = Console()
+    console = stdout_console()
     if len(results) > 1:
         summary = summarise_runs([e.metrics for e in results])
         console.print(runs_summary_table(summary, len(results)))
@@ -95,10 +106,15 @@ def _render(results: list[Evaluation], raw: bool) -> None:
                                       "true class x class given (labelled + discovered; no "
                                       f"labels used to name them: {e.discovery_source})",
                                       diagonal=False))
-    if raw:
+    if raw:  # only the components some test point was assigned to: the rest are all zeros
         k = e.run.model_config.n_components
-        console.print(confusion_table(e.metrics.contingency, names, [str(j) for j in range(k)],
-                                      "true class x component", diagonal=False))
+        contingency = np.asarray(e.metrics.contingency)
+        used = np.flatnonzero(contingency.sum(axis=0))
+        console.print(f"true class x component: the {len(used)} of {k} components used "
+                      "(the others hold no test point)", soft_wrap=True)
+        for table in confusion_tables(contingency[:, used], names, [str(j) for j in used],
+                                      "true class x component", console.width, diagonal=False):
+            console.print(table)
 
 
 def _write_csv(results: list[Evaluation], path: Path) -> None:
@@ -116,7 +132,8 @@ def _figures(e: Evaluation, plot: Path | None, entropy_plot: Path | None,
     names = e.class_names
     if plot is not None:
         plots.plot_confusion(e.metrics.confusion, names, [*names, "unmapped"], plot,
-                             f"{e.run.model_config.model}: true x mapped class")
+                             f"{Path(e.checkpoint).name} ({e.run.model_config.model}) on "
+                             f"{e.run.meta.get('dataset')}: true x mapped class")
     if entropy_plot is not None:
         h = entropy(e.probs)
         known = np.isin(e.y_true, e.run.meta["labelled_classes"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from susl_cli.cli.common import (
@@ -23,7 +23,7 @@ from susl_cli.cli.common import (
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
-from susl_cli.console import discovered_classes_text, make_progress
+from susl_cli.console import discovered_classes_text, make_progress, stdout_console
 from susl_cli.discover import DiscoveryOptions
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
@@ -65,14 +65,22 @@ MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls i
 
 
 class ProgressObserver:
-    """Draws one rich progress bar over all steps of the run, with the latest loss terms."""
+    """Draws one rich progress bar over all steps of the run, with the latest loss terms.
+
+    The loss shows from the first second (the epoch's running mean), then each finished
+    epoch's mean with the labelled accuracy, components used and throughput.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.progress = make_progress(quiet)
         self.task = None
-        self.info = ""
+        self.last_epoch = ""
+        self.notice = ""  # one line for stderr once training starts (after every check passed)
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.notice:
+            sys.stderr.write(self.notice + "\n")
+            self.notice = ""
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("training", total=(epochs - epoch + 1) * steps,
@@ -82,17 +90,31 @@ class ProgressObserver:
     def steps_done(self, n: int) -> None:
         self.progress.advance(self.task, n)
 
-    def epoch_finished(self, record: dict[str, float]) -> None:
-        acc = record.get("train_labelled_acc", math.nan)
-        acc_text = "" if math.isnan(acc) else f" labelled acc {acc:.3f}"
-        used = record.get("components_used", math.nan)
-        used_text = "" if math.isnan(used) else f" components used {used:.0f}"
-        self.progress.update(self.task, info=f"loss {record['loss']:.2f}{acc_text}{used_text} "
-                                             f"{record['samples_per_s']:.0f} samples/s")
+    def running_loss(self, loss: float) -> None:
+        """The epoch's mean loss so far, then the last finished epoch's other figures."""
+        last = f", {self.last_epoch}" if self.last_epoch else ""
+        self.progress.update(self.task, info=f"loss {loss:.2f} so far{last}")
 
-    def close(self) -> None:
-        if self.task is not None:  # a never-started bar would still print a blank line
-            self.progress.stop()
+    def epoch_finished(self, record: dict[str, float]) -> None:
+        parts = []
+        acc = record.get("train_labelled_acc", math.nan)
+        if not math.isnan(acc):
+            parts.append(f"labelled acc {acc:.3f}")
+        used = record.get("components_used", math.nan)
+        if not math.isnan(used):
+            parts.append(f"used {used:.0f}")
+        parts.append(f"{record['samples_per_s']:.0f}/s")
+        self.last_epoch = ", ".join(parts)
+        self.progress.update(self.task, info=f"loss {record['loss']:.2f}, {self.last_epoch}")
+
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the bar; after Ctrl-C or an error, clear it so only the one-line message shows."""
+        if self.task is None:  # a never-started bar would still print a blank line
+            return
+        live = getattr(self.progress, "live", None)
+        if interrupted and live is not None:
+            live.transient = True
+        self.progress.stop()
 
 
 @app.command()
@@ -148,15 +170,23 @@ def train(
                      "N(0,1e-6))", ModelConfig, "init"),
     labelled_mass: float = _opt("--labelled-mass", "Prior mass p(y) of the labelled classes "
                                 "\\[default: estimated from the mask]."),
-    checkpoint_every: int = _opt("--checkpoint-every", "Epochs between checkpoint writes",
-                                 TrainConfig, "checkpoint_every"),
+    checkpoint_every: int = _opt("--checkpoint-every", "At least this many epochs between "
+                                 "checkpoint writes", TrainConfig, "checkpoint_every"),
+    checkpoint_seconds: float = _opt("--checkpoint-seconds", "At least this many seconds "
+                                     "between checkpoint writes (0: every epoch); the last "
+                                     "epoch and Ctrl-C always write, so a kill loses at most "
+                                     "this long plus one epoch", TrainConfig,
+                                     "checkpoint_seconds"),
     no_new_classes: bool = typer.Option(
         False, "--no-new-classes", help="The labelled classes are all there is: no extra "
         "components (same as --extra-components 0)."),
     new_classes: int = typer.Option(
         None, "--new-classes", help="How many new classes to group the extra components into "
         r"after training \[default: estimated; `susl discover` can redo it]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted run in OUT. On a finished run, "
+        "--resume --epochs N trains on to N epochs in total with a warm restart: the learning "
+        "rate restarts at its base value and decays along a new cosine over the added epochs."),
     overwrite: bool = OVERWRITE_OPTION,
     quiet: bool = QUIET_OPTION,
     as_json: bool = JSON_OPTION,
@@ -171,6 +201,7 @@ def train(
         marginal_kl=marginal_kl,
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
     ).items() if v is not None}
     if no_new_classes:
         if extra_components not in (None, 0):
@@ -178,22 +209,45 @@ def train(
                              "--extra-components")
         extra_components = 0
     discovery = DiscoveryOptions(n_new=new_classes)
+    notice = _check_epochs_on_resume(out, epochs) if resume and epochs is not None else ""
     options = ModelOptions(model=model, extra_components=extra_components, latent_dim=latent_dim,
                            hidden_units=hidden_units, likelihood=likelihood,
                            gaussian_sigma=gaussian_sigma, input_features=input_features,
                            init=init, labelled_mass=labelled_mass)
     observer = ProgressObserver(quiet or as_json)
+    observer.notice = "" if quiet else notice
     try:
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
                               observer=observer, discovery=discovery)
-    finally:
-        observer.close()
+    except BaseException:
+        observer.close(interrupted=True)
+        raise
+    observer.close()
     summary = _summary(run, out)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        Console().print(_summary_table(summary))
+        stdout_console().print(_summary_table(summary))
+
+
+def _check_epochs_on_resume(out: Path, epochs: int) -> str:
+    """Refuse a new length for an interrupted run (finish it or not?); state a warm restart."""
+    if not out.is_file():
+        return ""  # train_mask_file says there is nothing to resume
+    meta = read_checkpoint_meta(out)
+    done, planned = int(meta["epoch"]), int(meta["train_config"]["epochs"])
+    if not meta.get("completed") and epochs != planned:
+        raise UsageError(
+            f"{str(out)!r} stopped at epoch {done} of a {planned}-epoch schedule: --resume "
+            f"finishes that schedule (drop --epochs); to train longer, finish it, then "
+            f"--resume --epochs N (a warm restart)")
+    if not (meta.get("completed") and epochs > done):
+        return ""
+    lr = meta["train_config"].get("learning_rate")
+    return (f"extending a finished {done}-epoch run to {epochs} epochs: warm restart, the "
+            f"learning rate restarts at {lr:g} and decays along a new cosine over the "
+            f"{epochs - done} added epochs")
 
 
 def _summary(run: Run, out: Path) -> dict:
@@ -201,6 +255,9 @@ def _summary(run: Run, out: Path) -> dict:
     return {
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
+        "marginal_kl": run.train_config.marginal_kl,
+        "lr_schedule": run.train_config.lr_schedule,
+        "lr_cycle_start": run.train_config.lr_cycle_start,
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
@@ -209,13 +266,21 @@ def _summary(run: Run, out: Path) -> dict:
     }
 
 
-def _components_used_text(used: float | None, n_components: int) -> str:
+def _marginal_kl_hint(marginal_kl: float) -> str:
+    """The next thing to try: --marginal-kl 1, or (already on) a longer run or a higher weight."""
+    if marginal_kl > 0:
+        return f"already trained with --marginal-kl {marginal_kl:g}: train longer or raise it"
+    return "try --marginal-kl 1"
+
+
+def _components_used_text(used: float | None, n_components: int, marginal_kl: float = 0.0
+                          ) -> str:
     """k of K on the unlabelled training points, with a hint when most lie idle."""
     if used is None:
         return "n/a"
     text = f"{used:.0f} of {n_components} (argmax q(y|x) on unlabelled training points)"
     if used < n_components / 4:
-        text += "; many idle: try --marginal-kl 1"
+        text += f"; many idle: {_marginal_kl_hint(marginal_kl)}"
     return text
 
 
@@ -224,14 +289,24 @@ def _components_used_text(used: float | None, n_components: int) -> str:
 LABELLED_SHARE_WARNING = 1.25
 
 
-def _labelled_share_text(ratio: float | None) -> str:
+def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
     """The largest labelled component's share of the training points over its prior share."""
     if ratio is None:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1")
+        text += ("; a hidden class may be merging into a labelled one: "
+                 f"{_marginal_kl_hint(marginal_kl)}")
     return text
+
+
+def _schedule_text(s: dict) -> str:
+    if s["lr_schedule"] != "cosine":
+        return s["lr_schedule"]
+    if s["lr_cycle_start"]:
+        return (f"cosine to 0 over epochs 1-{s['lr_cycle_start']}, then a warm restart: a new "
+                f"cosine over epochs {s['lr_cycle_start'] + 1}-{s['epochs']}")
+    return f"cosine to 0 over {s['epochs']} epochs"
 
 
 def _summary_table(s: dict) -> Table:
@@ -241,10 +316,12 @@ def _summary_table(s: dict) -> Table:
     rows = [("checkpoint", s["checkpoint"]), ("model", s["model"]),
             ("components K", str(s["n_components"])),
             ("components used", _components_used_text(final.get("components_used"),
-                                                      s["n_components"])),
-            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"))),
+                                                      s["n_components"], s["marginal_kl"])),
+            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"),
+                                                    s["marginal_kl"])),
             ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
+            ("learning rate", _schedule_text(s)),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),

@@ -1,4 +1,4 @@
-"""Choosing which training labels a model may see (spec section 1).
+"""Choosing which training labels a model may see.
 
 A mask is (labelled classes L, label amount, seed). For each class c in L we keep the labels of
 round(p * n_c) of its training points (or exactly N with labels-per-class), drawn uniformly with
@@ -153,6 +153,20 @@ def choose_labelled(
     return observed
 
 
+def subset_training_points(dataset: Dataset, n: int, seed: int) -> Dataset:
+    """`dataset` with n of its training points, drawn without replacement, in their order.
+
+    The draw uses its own stream of `seed` (not the one that picks the labelled points).
+    """
+    total = len(dataset.y_train)
+    if not 1 <= n <= total:
+        raise UsageError(f"--train-subset must be in 1..{total} (the training points of "
+                         f"{dataset.name}), got {n}")
+    keep = np.sort(np.random.default_rng([seed, 1]).choice(total, size=n, replace=False))
+    return dataclasses.replace(dataset, x_train=dataset.x_train[keep],
+                               y_train=dataset.y_train[keep])
+
+
 def make_masked_dataset(
     dataset: Dataset,
     labelled_classes: Sequence[int],
@@ -161,12 +175,17 @@ def make_masked_dataset(
     labels_per_class: int | None = None,
     seed: int = 0,
     input_features: str | None = None,
+    train_subset: int | None = None,
 ) -> MaskedDataset:
     """Mask `dataset`'s training labels; keep its true labels in the evaluation-only slot.
 
     `input_features` (e.g. "window-stats") is recorded as the representation training uses
     for this data unless told otherwise; None leaves the choice to training (raw).
+    `train_subset` keeps that many training points, drawn uniformly with the seed (a quick
+    run on a slice); the test set is kept whole.
     """
+    if train_subset is not None:
+        dataset = subset_training_points(dataset, train_subset, seed)
     if input_features is not None:
         check_input_features(dataset.x_train, dataset.input_kind, input_features)
     p, per_class = resolve_label_amount(label_fraction, labels_per_class)
@@ -188,6 +207,7 @@ def make_masked_dataset(
         label_fraction=p if labelled else None,
         labels_per_class=per_class if labelled else None,
         input_features=input_features,
+        train_subset=train_subset,
     )
     return MaskedDataset(
         x_train=dataset.x_train,

@@ -98,9 +98,14 @@ def load_dataset(
 # --- where files live ------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """The user cache folder: $SUSL_CACHE_DIR, else ~/.cache/susl."""
+    """The user cache folder: $SUSL_CACHE_DIR, else $XDG_CACHE_HOME/susl, else ~/.cache/susl."""
     env = os.environ.get("SUSL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "susl"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec: a relative path is invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "susl"
 
 
 def search_dirs(data_dir: Path | None) -> list[Path]:

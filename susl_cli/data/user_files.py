@@ -178,7 +178,10 @@ def _read_csv(path: Path, label_column: str, label_required: bool = True
         raise DataError(f"{path} is not a readable CSV file ({first})") from None
     _check_last_line(path, frame.shape[1])
     if label_column not in frame.columns and not label_required:
-        frame = frame.assign(**{label_column: np.nan})  # all unlabelled
+        # all unlabelled; concat, not assign: adding a column to a wide frame (784 pixel
+        # columns) made pandas print a PerformanceWarning about fragmentation
+        frame = pd.concat([frame, pd.DataFrame({label_column: np.nan}, index=frame.index)],
+                          axis=1)
     if label_column not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:8]))
         raise DataError(

@@ -66,7 +66,7 @@ class MaskMetadata:
     hidden_classes: tuple[int, ...]     # classes with no labels at all
     labelled_counts: tuple[int, ...]    # labelled training points per class 0..C-1
     seed: int                           # mask seed (numpy default_rng)
-    regime: str                         # "US", "SS" or "SUS" (spec section 1)
+    regime: str                         # "US", "SS" or "SUS"
     created_utc: str                    # ISO 8601 creation time
     label_fraction: float | None = None   # exactly one of these two is set,
     labels_per_class: int | None = None   # unless no class is labelled
@@ -76,6 +76,7 @@ class MaskMetadata:
     # labels were kept, so classes nobody labelled may exist that no file names
     label_source: str = "masked"
     test_fraction: float | None = None    # share of rows split off as the test set by susl
+    train_subset: int | None = None       # training points kept (seeded draw); None: all
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

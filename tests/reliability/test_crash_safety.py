@@ -52,7 +52,7 @@ EPOCHS = 3 * KILLS + 2  # room for every kill to land before the run is done
 # MB (hidden 256), so checkpoint writes are frequent and long enough to be hit.
 TRAIN_ARGS = ["--epochs", EPOCHS, "--batch-size", 20, "--labelled-batch-size", 10,
               "--hidden-units", 256, "--latent-dim", 2, "--extra-components", 2, "--seed", 3,
-              "--device", "cpu", "--quiet"]
+              "--device", "cpu", "--quiet", "--checkpoint-seconds", 0]  # a write per epoch
 CHILD_TIMEOUT_S = 120
 
 
