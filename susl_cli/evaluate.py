@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from susl_cli.errors import DataError, FileFormatError, UsageError
+from susl_cli.errors import DataError, UsageError
 from susl_cli.metrics import Metrics, evaluate_assignments
-from susl_cli.runs import Run, load_model, resolve_device
+from susl_cli.runs import Run, load_model, resolve_device, run_mask_file
 from susl_cli.storage.masked import MaskedDataset, read_masked_dataset
 
 FIT_CHOICES = ("test", "train")
@@ -34,6 +34,7 @@ class Evaluation:
     probs: np.ndarray  # (N, K) q(y|x) on the scored points
     y_true: np.ndarray  # (N,) true classes of the scored points
     x: np.ndarray  # (N, *input_shape) the scored points, raw (for figures)
+    data_sha256: str = ""  # of the mask file scored (the run's own unless --data named another)
 
     @property
     def class_names(self) -> list[str]:
@@ -42,7 +43,8 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "data": self.data_file,
                 "model": self.run.model_config.model, "epochs": self.run.epoch,
-                "mask_sha256": self.run.meta["mask_sha256"], "seed": self.run.meta["seed"],
+                "mask_sha256": self.run.meta["mask_sha256"], "data_sha256": self.data_sha256,
+                "seed": self.run.meta["seed"],
                 "metrics": self.metrics.to_dict()}
 
 
@@ -70,14 +72,8 @@ def embed_points(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
 
 
 def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
-    """The mask file to score on: `data`, else the one the run was trained on."""
-    path = Path(data) if data is not None else Path(run.meta["mask_file"])
-    if not path.exists():
-        raise FileFormatError(
-            f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
-            "pass --data MASK.h5"
-        )
-    return path
+    """The mask file to score on: `data`, else the one the run was trained on (unchanged)."""
+    return run_mask_file(run, checkpoint, data)[0]
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping: str = "test",
@@ -86,7 +82,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
     if fit_mapping not in FIT_CHOICES:
         raise UsageError(f"--fit-mapping must be test or train, got {fit_mapping!r}")
     run = load_model(Path(checkpoint), resolve_device(device))
-    data_file = resolve_data_file(run, Path(checkpoint), data)
+    data_file, data_sha = run_mask_file(run, Path(checkpoint), data)
     masked = read_masked_dataset(data_file, with_true_labels=fit_mapping == "train")
     _check_compatible(run, masked, data_file)
     if masked.x_test is None or masked.y_test is None or len(masked.y_test) == 0:
@@ -105,7 +101,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
         n_classes=len(run.meta["class_names"]), labelled_classes=run.meta["labelled_classes"],
         fit_components=fit_components, fit_true=fit_true)
     return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, masked.y_test,
-                      masked.x_test)
+                      masked.x_test, data_sha)
 
 
 def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:

@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from susl_cli.data.checksums import file_sha256
 from susl_cli.data.sources import USER_SUFFIXES, load_dataset
 from susl_cli.data.user_files import read_user_inputs
 from susl_cli.errors import DataError, FileFormatError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs
 from susl_cli.metrics import classifier_mapping, entropy, majority_mapping
-from susl_cli.runs import Run, load_model, resolve_device
+from susl_cli.runs import Run, check_run_mask, load_model, resolve_device
 from susl_cli.storage.h5 import KIND_MASKED_DATASET, check_output_path, peek_kind
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.storage.outputs import write_csv_atomic
@@ -198,7 +197,8 @@ def fit_layout(run: Run, x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
-def calibrate(run: Run, mask: Path | None, quantile: float) -> Calibration:
+def calibrate(run: Run, mask: Path | None, quantile: float,
+              checkpoint: Path | str = "this run") -> Calibration:
     """Component mapping and entropy threshold from the run's mask file (training part only)."""
     path = Path(mask) if mask is not None else Path(run.meta["mask_file"])
     if not path.exists():
@@ -208,9 +208,7 @@ def calibrate(run: Run, mask: Path | None, quantile: float) -> Calibration:
                            f"labelled components only: the run's mask file {str(path)!r} is "
                            "gone (pass --mask to name extra components)", None,
                            "none: the run's mask file is gone (pass --mask)")
-    if file_sha256(path) != run.meta["mask_sha256"]:
-        raise DataError(f"{str(path)!r} is not the mask file this run was trained on (its "
-                        "sha256 differs): pass --mask with the run's own mask file")
+    check_run_mask(run, Path(checkpoint), path, option="--mask")
     masked = read_masked_dataset(path, with_true_labels=True)
     probs = predict_probs(run, masked.x_train)  # (N, K)
     if masked.y_train_true is None:
@@ -234,7 +232,7 @@ def predict_file(checkpoint: Path, source: str, options: PredictOptions) -> Pred
     run = load_model(Path(checkpoint), resolve_device(options.device))
     x, described = read_inputs(source, options)
     x = fit_layout(run, x, described)
-    calibration = calibrate(run, options.mask, options.entropy_quantile)
+    calibration = calibrate(run, options.mask, options.entropy_quantile, checkpoint)
     probs = predict_probs(run, x)  # (N, K)
     return Predictions(str(checkpoint), described, probs.argmax(-1), probs.max(-1),
                        entropy(probs), list(run.meta["class_names"]), calibration,

@@ -29,7 +29,8 @@ from susl_cli.config import PAPER_PRESETS, TrainConfig
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.storage.h5 import check_output_path, peek_kind
+from susl_cli.storage.files import check_output_path, claim_output
+from susl_cli.storage.h5 import peek_kind
 from susl_cli.storage.masked import file_sha256, read_masked_dataset
 
 EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
@@ -342,6 +343,7 @@ def train_mask_file(
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
     torch_device = resolve_device(device)
+    claim_output(out_path)  # one writer per checkpoint: a second `susl train -o OUT` is refused
     if resume:
         if not out_path.exists():
             raise UsageError(

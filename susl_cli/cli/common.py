@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover  older typer uses click itself
 
 from susl_cli import __version__
 from susl_cli.errors import SuslError
+from susl_cli.storage.files import command_scope
 
 
 class OneLineErrorGroup(TyperGroup):
@@ -77,7 +78,8 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with command_scope():  # inputs it reads, output locks it holds until it ends
+                return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except SuslError as err:
