@@ -23,6 +23,7 @@ from susl_cli.objective import class_prior, default_extra_components, estimate_l
 from susl_cli.preprocess import InputTransform, fit_transform
 from susl_cli.resources import check_components_fit, check_model_fits
 from susl_cli.storage.checkpoint import CheckpointData, read_checkpoint, write_checkpoint
+from susl_cli.storage.files import check_regular_file
 from susl_cli.storage.masked import MaskedDataset, file_sha256
 
 
@@ -159,6 +160,7 @@ def run_mask_file(run: Run, checkpoint: Path, data: Path | None = None, *,
             f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
             f"pass {option} MASK.h5"
         )
+    check_regular_file(path, FileFormatError, "mask file")  # a FIFO would hang the hash
     sha = file_sha256(path)
     if data is None:
         check_run_mask(run, checkpoint, path, sha, option=option)
@@ -168,6 +170,7 @@ def run_mask_file(run: Run, checkpoint: Path, data: Path | None = None, *,
 def check_run_mask(run: Run, checkpoint: Path, path: Path, sha: str | None = None, *,
                    option: str = "--data") -> None:
     """Refuse a mask file whose bytes differ from those `checkpoint` was trained on."""
+    check_regular_file(path, FileFormatError, "mask file")
     if (sha or file_sha256(path)) != run.meta.get("mask_sha256"):
         raise DataError(
             f"{str(path)!r} is not the mask file {str(checkpoint)!r} was trained on (its sha256 "

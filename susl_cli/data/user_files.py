@@ -15,6 +15,7 @@ import pandas as pd
 from susl_cli.data.formats import as_features, as_labels, check_same_length
 from susl_cli.errors import DataError
 from susl_cli.resources import exceeds_memory, format_bytes
+from susl_cli.storage.files import check_regular_file, note_input
 from susl_cli.storage.masked import read_user_h5
 
 UserArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
@@ -49,6 +50,9 @@ def _read_any(path: Path, label_column: str, labels_required: bool) -> dict[str,
         raise DataError(f"data file {str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
+    size = check_regular_file(path, DataError, "data file").st_size  # no FIFO, no /dev/zero
+    note_input(path)  # no output of this command may replace it
+    _check_size(path, size)
     required = ("x", "y") if labels_required else ("x",)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -58,6 +62,19 @@ def _read_any(path: Path, label_column: str, labels_required: bool) -> dict[str,
     if suffix in (".h5", ".hdf5"):
         return read_user_h5(path, required=required)
     raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
+
+
+CSV_MEMORY_FACTOR = 4  # pandas holds a CSV as text, then as parsed columns: a few times its size
+
+
+def _check_size(path: Path, size: int) -> None:
+    """Refuse a file whose reading would take more memory than is free (known before reading)."""
+    factor = CSV_MEMORY_FACTOR if path.suffix.lower() == ".csv" else 1
+    available = exceeds_memory(size * factor)
+    if available is not None:
+        raise DataError(f"{path} is {format_bytes(size)}; reading it needs about "
+                        f"{format_bytes(size * factor)}, more than the "
+                        f"{format_bytes(available)} of free memory: use a smaller file")
 
 
 def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:

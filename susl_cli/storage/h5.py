@@ -119,6 +119,7 @@ def verify_file(path: Path) -> bool:
         raise FileFormatError(f"{str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise FileFormatError(f"{str(path)!r} is a folder, not a susl .h5 file")
+    check_regular_file(path, FileFormatError)  # a FIFO would hang, a device never end
     note_input(path)
     try:
         stat = path.stat()
@@ -204,6 +205,7 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
     except H5_READ_ERRORS:
         raise FileFormatError(f"{str(path)!r} is damaged: recreate it") from None
     try:
+        refuse_indirection(f, str(path), FileFormatError)
         version = int(f.attrs.get(ATTR_FORMAT_VERSION, -1))
         if version != FORMAT_VERSION:
             raise FileFormatError(
@@ -219,6 +221,46 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
         ) from None
     finally:
         f.close()
+
+
+MAX_HDF5_OBJECTS = 100_000  # more links than any susl or plausible user file holds
+
+
+def refuse_indirection(f: h5py.File, where: str, error: type[Exception]) -> None:
+    """Refuse HDF5 features that make reading one file read others (or the whole machine).
+
+    External raw storage (a dataset's bytes kept in any file, e.g. /etc/passwd), virtual
+    datasets (mapped from other HDF5 files) and external links (to objects in other files)
+    would let a hostile file make susl copy local files into its outputs. The check reads
+    only link and dataset-creation metadata; external links are never followed.
+    """
+    seen = 0
+    pending: list[h5py.Group] = [f]
+    while pending:
+        group = pending.pop()
+        for name in group:
+            seen += 1
+            if seen > MAX_HDF5_OBJECTS:
+                raise error(f"{where} holds more than {MAX_HDF5_OBJECTS} HDF5 objects: it is "
+                            "not a data file susl can read")
+            link = group.get(name, getlink=True)
+            inside = f"{where}: {group.name.rstrip('/')}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                raise error(f"{inside} is an external link to {link.filename!r}: susl reads no "
+                            "other files through HDF5; store the data in this file")
+            if isinstance(link, h5py.SoftLink):
+                continue  # a name for an object of this file, checked under its own name
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                pending.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise error(f"{inside} is a virtual dataset (mapped from other files): "
+                                "susl reads no other files through HDF5; store the data here")
+                if obj.external:
+                    raise error(f"{inside} keeps its bytes in an external file "
+                                f"({obj.external[0][0]!r}): susl reads no other files through "
+                                "HDF5; store the data in this file")
 
 
 def put_json_attr(obj: h5py.HLObject, name: str, value: Any) -> None:
