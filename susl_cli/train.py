@@ -111,10 +111,8 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             if snapshot is not None and last_saved < run.epoch:
                 save_run(snapshot, out_path, completed=False)
                 last_saved = run.epoch
-            raise TrainingInterrupted(
-                f"interrupted during epoch {run.epoch + 1}; {last_saved} finished epochs are "
-                f"saved in {str(out_path)!r}: continue with --resume"
-            ) from None
+            raise TrainingInterrupted(_interrupted_message(run.epoch + 1, out_path, last_saved)
+                                      ) from None
         if not all(math.isfinite(v) for v in record.values()):
             raise TrainingError(
                 f"the loss became NaN or infinite in epoch {run.epoch + 1}; "
@@ -137,6 +135,15 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             snapshot = _snapshot(run)
         observer.epoch_finished(record)
     return run
+
+
+def _interrupted_message(epoch: int, out_path: Path, last_saved: int) -> str:
+    """Where an interrupted run stands: resumable from OUT, or nothing saved yet."""
+    if last_saved:
+        return (f"interrupted during epoch {epoch}; {last_saved} finished epochs are saved in "
+                f"{str(out_path)!r}: continue with --resume")
+    return (f"interrupted during epoch {epoch}, before any epoch was saved ({str(out_path)!r} "
+            "was not written): run the command again, without --resume")
 
 
 def _on_disk(out_path: Path, last_saved: int) -> str:

@@ -39,9 +39,15 @@ class OneLineErrorGroup(TyperGroup):
             message = " ".join(err.format_message().split()).rstrip(".")
             sys.stderr.write(f"error: {message}{where}\n")
             sys.exit(err.exit_code)
-        except typer.Abort:
+        except typer.Abort as err:
+            if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C outside a command
+                sys.stderr.write("error: interrupted\n")
+                sys.exit(130)
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
+        except KeyboardInterrupt:
+            sys.stderr.write("error: interrupted\n")
+            sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
 
