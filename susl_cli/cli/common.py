@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +23,21 @@ from susl_cli.errors import SuslError
 from susl_cli.storage.files import command_scope
 
 
+class ClosedStdout(io.TextIOBase):
+    """Stands in for a closed standard output, so a result cannot be lost without an error.
+
+    Python sets `sys.stdout` to None when file descriptor 1 is closed, and click then drops
+    everything printed: `susl info X --json >&-` would exit 0 with its output lost.
+    """
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed: the result cannot be printed "
+                      "(redirect it to a file instead of closing it)")
+
+
 class OneLineErrorGroup(TyperGroup):
     """Print click's usage errors (bad option value, missing option) as one line, not a box."""
 
@@ -28,6 +45,8 @@ class OneLineErrorGroup(TyperGroup):
              **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, standalone_mode=False, **extra)
+        if sys.stdout is None:  # started with stdout closed (`>&-`): printing must fail loudly
+            sys.stdout = ClosedStdout()
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as err:

@@ -137,6 +137,9 @@ def _check_npz_members(path: Path) -> None:
                     if version not in _NPY_HEADER_READERS:
                         continue  # numpy itself will say what is wrong
                     shape, _, dtype = _NPY_HEADER_READERS[version](member)
+                if dtype.hasobject:  # its bytes are a pickle, not numbers
+                    raise DataError(f"{path}: {info.filename} is an object array, which needs "
+                                    "pickle (never used by susl): save plain numeric arrays")
                 n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 name = info.filename
                 if n_bytes > info.file_size:
