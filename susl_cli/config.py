@@ -28,6 +28,11 @@ INPUT_FEATURES: tuple[str, ...] = get_args(InputFeatures)
 GAUSSIAN_SIGMA_RANGE = (1e-6, 1e6)
 
 
+# The smallest prior probability a component may get: float32 (the training precision) keeps
+# its log finite (smaller values, e.g. from --labelled-mass 1e-300, round to 0 and give NaN).
+PRIOR_MIN = 1e-30
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a model. `n_components` = K = n_labelled + extra components."""
@@ -74,6 +79,10 @@ class ModelConfig:
             total = sum(self.prior)
             if any(p <= 0 for p in self.prior) or not math.isclose(total, 1, abs_tol=1e-6):
                 raise ConfigError("the prior p(y) must be positive and sum to 1")
+            if min(self.prior) < PRIOR_MIN:
+                raise ConfigError(f"the prior gives a component probability {min(self.prior):g}, "
+                                  f"below {PRIOR_MIN:g}: float32 rounds its log to -inf and "
+                                  "training would end in NaN; check --labelled-mass")
 
 
 @dataclass(frozen=True)

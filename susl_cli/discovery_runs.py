@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from susl_cli.data.checksums import file_sha256
 from susl_cli.discover import Discovery, DiscoveryOptions, discover_classes, no_discovery
-from susl_cli.errors import DataError
 from susl_cli.evaluate import embed_points, predict_probs
-from susl_cli.runs import Run, load_model, save_run
+from susl_cli.runs import Run, check_run_mask, load_model, run_mask_file, save_run
 from susl_cli.storage.masked import read_masked_dataset
 
 META_KEY = "discovery"
@@ -43,20 +41,19 @@ def discovery_of(run: Run, checkpoint: Path, mask: Path | None = None) -> tuple[
     stored = stored_discovery(run)
     if stored is not None:
         return stored, f"stored in {Path(checkpoint).name} ({stored.method})"
-    x_train = read_run_training_inputs(run, mask)
+    x_train = read_run_training_inputs(run, checkpoint, mask)
     discovery = discover_run(run, x_train)
     return discovery, ("computed now from the training points (the run has none stored: "
                        f"`susl discover {checkpoint}` stores it)")
 
 
-def read_run_training_inputs(run: Run, mask: Path | None = None) -> np.ndarray:
-    """The training inputs of the mask file the run was trained on (checked by its sha256)."""
-    path = Path(mask) if mask is not None else Path(run.meta["mask_file"])
-    if not path.exists():
-        raise DataError(f"the run's mask file {str(path)!r} is not there: pass --mask with it")
-    if file_sha256(path) != run.meta["mask_sha256"]:
-        raise DataError(f"{str(path)!r} is not the mask file this run was trained on (its "
-                        "sha256 differs): pass --mask with the run's own mask file")
+def read_run_training_inputs(run: Run, checkpoint: Path, mask: Path | None = None
+                             ) -> np.ndarray:
+    """The training inputs of the mask file the run was trained on (checked by its sha256,
+    `--mask` included: discovery must group the components on the run's own points)."""
+    path, _ = run_mask_file(run, Path(checkpoint), mask, option="--mask")
+    if mask is not None:
+        check_run_mask(run, Path(checkpoint), path, option="--mask")
     return read_masked_dataset(path).x_train
 
 
@@ -64,7 +61,7 @@ def rediscover_checkpoint(checkpoint: Path, options: DiscoveryOptions,
                           mask: Path | None = None) -> Discovery:
     """Recompute the discovery of a checkpoint with `options` and store it (atomic rewrite)."""
     run = load_model(Path(checkpoint), with_optimizer=True)
-    discovery = discover_run(run, read_run_training_inputs(run, mask), options)
+    discovery = discover_run(run, read_run_training_inputs(run, Path(checkpoint), mask), options)
     store_discovery(run, Path(checkpoint), discovery)
     return discovery
 

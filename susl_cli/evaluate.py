@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from susl_cli.discover import Discovery
-from susl_cli.errors import DataError, FileFormatError, UsageError
+from susl_cli.errors import DataError, UsageError
 from susl_cli.metrics import Metrics, discovery_scores, entropy, evaluate_assignments
-from susl_cli.runs import Run, load_model, resolve_device
+from susl_cli.runs import Run, load_model, resolve_device, run_mask_file
 from susl_cli.storage.masked import MaskedDataset, read_masked_dataset
 
 FIT_CHOICES = ("test", "train")
@@ -38,6 +38,7 @@ class Evaluation:
     probs: np.ndarray  # (N, K) q(y|x) on the scored points
     y_true: np.ndarray  # (N,) true classes of the scored points
     x: np.ndarray  # (N, *input_shape) the scored points, raw (for figures)
+    data_sha256: str = ""  # of the mask file scored (the run's own unless --data named another)
     discovery: Discovery | None = None  # the classes the run names (labelled + new-1 ..)
     discovery_source: str = ""
     n_unscored: int = 0  # test rows without a true label (a user's file): not scored
@@ -49,7 +50,8 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "data": self.data_file,
                 "model": self.run.model_config.model, "epochs": self.run.epoch,
-                "mask_sha256": self.run.meta["mask_sha256"], "seed": self.run.meta["seed"],
+                "mask_sha256": self.run.meta["mask_sha256"], "data_sha256": self.data_sha256,
+                "seed": self.run.meta["seed"],
                 "metrics": self.metrics.to_dict(), "n_unscored": self.n_unscored,
                 "discovery": None if self.discovery is None else self.discovery.to_json(),
                 "discovery_source": self.discovery_source}
@@ -79,14 +81,8 @@ def embed_points(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
 
 
 def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
-    """The mask file to score on: `data`, else the one the run was trained on."""
-    path = Path(data) if data is not None else Path(run.meta["mask_file"])
-    if not path.exists():
-        raise FileFormatError(
-            f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
-            "pass --data MASK.h5"
-        )
-    return path
+    """The mask file to score on: `data`, else the one the run was trained on (unchanged)."""
+    return run_mask_file(run, checkpoint, data)[0]
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping: str = "test",
@@ -95,7 +91,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
     if fit_mapping not in FIT_CHOICES:
         raise UsageError(f"--fit-mapping must be test or train, got {fit_mapping!r}")
     run = load_model(Path(checkpoint), resolve_device(device))
-    data_file = resolve_data_file(run, Path(checkpoint), data)
+    data_file, data_sha = run_mask_file(run, Path(checkpoint), data)
     masked = read_masked_dataset(data_file, with_true_labels=fit_mapping == "train")
     _check_compatible(run, masked, data_file)
     if masked.x_test is None or masked.y_test is None or len(masked.y_test) == 0:
@@ -129,7 +125,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
         novelty=discovery.novelty(probs), entropies=entropy(probs),
         n_new_found=discovery.n_new))
     return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, y_test, x_test,
-                      discovery, source, int((~known_truth).sum()))
+                      data_sha, discovery, source, int((~known_truth).sum()))
 
 
 def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:

@@ -11,7 +11,6 @@ import csv
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import torch
 from susl_cli import __version__
 from susl_cli.metrics import summarise_runs
 from susl_cli.runs import resolve_device
+from susl_cli.storage.files import write_atomic
 
 if TYPE_CHECKING:
     from susl_cli.experiment import ExperimentConfig, ExperimentResult
@@ -147,15 +147,8 @@ def describe_hardware(device: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file in the same folder, renamed over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through susl's one atomic writer (the report is regenerated on every run)."""
+    write_atomic(path, text.encode("utf-8"), overwrite=True)
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:

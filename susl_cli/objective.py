@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from susl_cli.config import TrainConfig
+from susl_cli.config import PRIOR_MIN, TrainConfig
 from susl_cli.errors import ConfigError
 from susl_cli.losses import categorical_entropy, expectation_over_y
 from susl_cli.models.base import SuslModel
@@ -154,7 +154,14 @@ def class_prior(
         )
     labelled = labelled_mass * counts / counts.sum()
     extra = np.full(n_extra, (1 - labelled_mass) / n_extra)
-    return tuple(np.concatenate([labelled, extra]).tolist())
+    prior = np.concatenate([labelled, extra])
+    if prior.min() < PRIOR_MIN:
+        raise ConfigError(
+            f"--labelled-mass {labelled_mass:g} gives a component the prior probability "
+            f"{prior.min():g}, too small to train with (below {PRIOR_MIN:g}): choose a value "
+            "nearer the share of the data expected in the labelled classes, e.g. 0.5"
+        )
+    return tuple(prior.tolist())
 
 
 def estimate_labelled_mass(

@@ -14,7 +14,7 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -29,6 +29,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from susl_cli.errors import DataError, OutputError  # noqa: E402
+from susl_cli.storage.files import write_atomic  # noqa: E402
 
 DPI = 100  # figures with titles and axes are sized in inches at this resolution
 
@@ -47,18 +48,13 @@ def _checked_path(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def _write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Call write(temporary path) then rename it onto `path`, turning OS errors into OutputError."""
-    target = _checked_path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(
-            f"cannot write figure {target}: {err.strerror or err}; choose a writable location"
-        ) from None
+def _write_atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Call write(binary file) through susl's one atomic writer (temporary file, rename).
+
+    The caller checked `--overwrite` before any work; the writer still refuses a folder, a
+    device, a symbolic link or one of the command's inputs, and turns OS errors into OutputError.
+    """
+    write_atomic(_checked_path(path), write, overwrite=True)
 
 
 def _save_figure(fig: Figure, path: str | os.PathLike[str], **savefig_kwargs: Any) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from susl_cli.data.checksums import file_sha256
 from susl_cli.data.sources import USER_SUFFIXES, load_dataset
 from susl_cli.data.user_files import read_user_inputs
 from susl_cli.discover import Discovery
@@ -33,7 +32,7 @@ from susl_cli.discovery_runs import discovery_of, stored_discovery
 from susl_cli.errors import DataError, FileFormatError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs
 from susl_cli.metrics import entropy
-from susl_cli.runs import Run, load_model, resolve_device
+from susl_cli.runs import Run, check_run_mask, load_model, resolve_device
 from susl_cli.storage.h5 import KIND_MASKED_DATASET, check_output_path, peek_kind
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.storage.outputs import write_csv_atomic
@@ -209,9 +208,7 @@ def calibrate(run: Run, checkpoint: Path, mask: Path | None, quantile: float) ->
                             f"mask file {str(path)!r} is gone: pass --mask with it")
         return Calibration(stored, f"discovery stored in {Path(checkpoint).name}", None,
                            "none: the run's mask file is gone (pass --mask)")
-    if file_sha256(path) != run.meta["mask_sha256"]:
-        raise DataError(f"{str(path)!r} is not the mask file this run was trained on (its "
-                        "sha256 differs): pass --mask with the run's own mask file")
+    check_run_mask(run, Path(checkpoint), path, option="--mask")
     masked = read_masked_dataset(path)
     discovery, source = discovery_of(run, checkpoint, path)
     labelled = masked.y_observed >= 0

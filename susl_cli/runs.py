@@ -16,7 +16,7 @@ import torch
 
 from susl_cli import __version__
 from susl_cli.config import ModelConfig, TrainConfig, from_dict, to_dict
-from susl_cli.errors import ConfigError, DeviceError, FileFormatError
+from susl_cli.errors import ConfigError, DataError, DeviceError, FileFormatError
 from susl_cli.models import build_model
 from susl_cli.models.base import SuslModel
 from susl_cli.objective import (
@@ -28,6 +28,7 @@ from susl_cli.objective import (
 from susl_cli.preprocess import InputTransform, fit_transform
 from susl_cli.resources import check_components_fit, check_model_fits
 from susl_cli.storage.checkpoint import CheckpointData, read_checkpoint, write_checkpoint
+from susl_cli.storage.files import check_regular_file
 from susl_cli.storage.masked import MaskedDataset, file_sha256
 
 
@@ -153,6 +154,40 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
                meta)
 
 
+def run_mask_file(run: Run, checkpoint: Path, data: Path | None = None, *,
+                  option: str = "--data") -> tuple[Path, str]:
+    """The mask file a command reads for `checkpoint`, and its sha256.
+
+    `data` (a user's explicit choice, e.g. `--data`) may be any mask file; without it the run's
+    own mask file is used, and it must still be the file the run was trained on: a mask
+    replaced since training would be scored (or sampled, or predicted from) silently.
+    Every command that reads a run's mask goes through here.
+    """
+    path = Path(data) if data is not None else Path(run.meta["mask_file"])
+    if not path.exists():
+        raise FileFormatError(
+            f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
+            f"pass {option} MASK.h5"
+        )
+    check_regular_file(path, FileFormatError, "mask file")  # a FIFO would hang the hash
+    sha = file_sha256(path)
+    if data is None:
+        check_run_mask(run, checkpoint, path, sha, option=option)
+    return path, sha
+
+
+def check_run_mask(run: Run, checkpoint: Path, path: Path, sha: str | None = None, *,
+                   option: str = "--data") -> None:
+    """Refuse a mask file whose bytes differ from those `checkpoint` was trained on."""
+    check_regular_file(path, FileFormatError, "mask file")
+    if (sha or file_sha256(path)) != run.meta.get("mask_sha256"):
+        raise DataError(
+            f"{str(path)!r} is not the mask file {str(checkpoint)!r} was trained on (its sha256 "
+            "differs: it was replaced or changed since training): restore that file, or pass "
+            f"{option} with the run's own mask file"
+        )
+
+
 def make_optimizer(model: SuslModel, config: TrainConfig) -> torch.optim.Optimizer:
     # Fused Adam: one kernel per step on CPU and CUDA instead of ~10 small ops per parameter.
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
@@ -169,7 +204,7 @@ def save_run(run: Run, path: Path, completed: bool) -> None:
         optimizer=_flatten_optimizer(run.optimizer),
         history={k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()},
         transform=run.transform.to_arrays(),
-    ), overwrite=True)
+    ), overwrite=True, may_replace_input=True)  # a resumed run read this file: its own
 
 
 def load_model(path: Path, device: torch.device | str = "cpu",

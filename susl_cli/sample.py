@@ -41,6 +41,7 @@ TABLE_SUFFIXES = (".csv",)
 ARRAY_SUFFIXES = (".h5", ".hdf5")
 TILE_PX = 56  # images are enlarged by pixel repetition to about this size
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+MAX_COMPONENTS = 1_000_000  # before the model is known, larger ids are refused unbuilt
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,12 @@ def parse_component_spec(spec: str, n_components: int | None) -> tuple[int, ...]
         if last < first:
             raise UsageError(f"range {part.strip()!r} in --components is reversed: write "
                              f"{last}-{first}")
+        limit = MAX_COMPONENTS if n_components is None else n_components
+        if last >= limit:  # before the list is built: 0-10**20 would exhaust memory
+            raise UsageError(f"component {last} in --components {spec!r} is out of range: "
+                             + (f"this model has components 0..{n_components - 1}"
+                                if n_components is not None else
+                                f"susl models have at most {limit} components"))
         chosen.extend(range(first, last + 1))
     if len(set(chosen)) != len(chosen):
         raise UsageError(f"--components {spec!r} lists a component twice: list each once")

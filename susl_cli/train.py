@@ -31,7 +31,8 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.storage.h5 import check_output_path, peek_kind
+from susl_cli.storage.files import check_output_path, claim_output
+from susl_cli.storage.h5 import peek_kind
 from susl_cli.storage.masked import file_sha256, read_masked_dataset
 from susl_cli.training_log import history_csv_path, write_history_csv
 
@@ -135,10 +136,8 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             if snapshot is not None and last_saved < run.epoch:
                 save_run(snapshot, out_path, completed=False)
                 last_saved = run.epoch
-            raise TrainingInterrupted(
-                f"interrupted during epoch {run.epoch + 1}; {last_saved} finished epochs are "
-                f"saved in {str(out_path)!r}: continue with --resume"
-            ) from None
+            raise TrainingInterrupted(_interrupted_message(run.epoch + 1, out_path, last_saved)
+                                      ) from None
         if not all(math.isfinite(v) for v in record.values()):
             raise TrainingError(
                 f"the loss became NaN or infinite in epoch {run.epoch + 1}; "
@@ -164,6 +163,15 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
         observer.epoch_finished(record)
     return run
+
+
+def _interrupted_message(epoch: int, out_path: Path, last_saved: int) -> str:
+    """Where an interrupted run stands: resumable from OUT, or nothing saved yet."""
+    if last_saved:
+        return (f"interrupted during epoch {epoch}; {last_saved} finished epochs are saved in "
+                f"{str(out_path)!r}: continue with --resume")
+    return (f"interrupted during epoch {epoch}, before any epoch was saved ({str(out_path)!r} "
+            "was not written): run the command again, without --resume")
 
 
 def _on_disk(out_path: Path, last_saved: int) -> str:
@@ -376,6 +384,7 @@ def train_mask_file(
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
     torch_device = resolve_device(device)
+    claim_output(out_path)  # one writer per checkpoint: a second `susl train -o OUT` is refused
     if resume:
         if not out_path.exists():
             raise UsageError(

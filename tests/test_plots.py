@@ -129,6 +129,6 @@ def test_os_error_while_writing_becomes_output_error(tmp_path: Path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(plots.os, "replace", disk_full)
-    with pytest.raises(OutputError, match="No space left on device"):
+    with pytest.raises(OutputError, match="no space left on the device"):
         plots.plot_entropy_kde([0.1, 0.2], [0.5, 0.9], tmp_path / "e.png", "t")
     assert list(tmp_path.iterdir()) == []  # the temporary file was removed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +22,22 @@ except ImportError:  # pragma: no cover  older typer uses click itself
 
 from susl_cli import __version__
 from susl_cli.errors import SuslError
+from susl_cli.storage.files import command_scope
+
+
+class ClosedStdout(io.TextIOBase):
+    """Stands in for a closed standard output, so a result cannot be lost without an error.
+
+    Python sets `sys.stdout` to None when file descriptor 1 is closed, and click then drops
+    everything printed: `susl info X --json >&-` would exit 0 with its output lost.
+    """
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed: the result cannot be printed "
+                      "(redirect it to a file instead of closing it)")
 
 # Each command's module, imported only when the command runs or shows its help, so that
 # `susl --version` and `susl --help` start without torch, pandas or scikit-learn (about 5 s on a
@@ -121,6 +139,8 @@ class OneLineErrorGroup(TyperGroup):
              **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, standalone_mode=False, **extra)
+        if sys.stdout is None:  # started with stdout closed (`>&-`): printing must fail loudly
+            sys.stdout = ClosedStdout()
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as err:
@@ -132,9 +152,15 @@ class OneLineErrorGroup(TyperGroup):
             message = " ".join(err.format_message().split()).rstrip(".")
             sys.stderr.write(f"error: {message}{where}\n")
             sys.exit(err.exit_code)
-        except typer.Abort:
+        except typer.Abort as err:
+            if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C outside a command
+                sys.stderr.write("error: interrupted\n")
+                sys.exit(130)
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
+        except KeyboardInterrupt:
+            sys.stderr.write("error: interrupted\n")
+            sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -179,7 +205,8 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with command_scope():  # inputs it reads, output locks it holds until it ends
+                return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except SuslError as err:

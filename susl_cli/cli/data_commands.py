@@ -121,7 +121,7 @@ def mask(
     """
     # Everything that can be checked without the data is checked first: a bad path or option
     # fails fast and nothing is written.
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, inputs=(Path(dataset),))  # a user file is an input
     fraction, per_class = resolve_label_amount(label_fraction, labels_per_class)
     if labelled_classes is not None:
         check_class_spec_syntax(labelled_classes)

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import typer
 
-from susl_cli.cli.common import DEVICE_OPTION, JSON_OPTION, QUIET_OPTION, app, handle_errors
+from susl_cli.cli.common import (
+    DEVICE_OPTION,
+    JSON_OPTION,
+    OVERWRITE_OPTION,
+    QUIET_OPTION,
+    app,
+    handle_errors,
+)
 from susl_cli.console import (
     confusion_table,
     confusion_tables,
@@ -20,7 +27,8 @@ from susl_cli.console import (
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, embed_points, evaluate_checkpoint
 from susl_cli.metrics import SUMMARY_FIELDS, entropy, summarise_runs
-from susl_cli.storage.h5 import check_output_path
+from susl_cli.storage.files import check_output_path
+from susl_cli.storage.outputs import write_csv_atomic
 
 
 @app.command()
@@ -43,6 +51,7 @@ def evaluate(
     csv: Path = typer.Option(None, "--csv", help="Write one row of metrics per run as CSV."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs trained on "
                                      "different mask files in one table."),
+    overwrite: bool = OVERWRITE_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -53,7 +62,7 @@ def evaluate(
     """
     for path in (plot, entropy_plot, tsne, csv):
         if path is not None:
-            check_output_path(path, overwrite=True, inputs=(*runs, data))
+            check_output_path(path, overwrite, inputs=(*runs, data))
     results = [evaluate_checkpoint(r, data, fit_mapping, device) for r in runs]
     masks = {e.run.meta["mask_sha256"] for e in results}
     if len(masks) > 1 and not allow_mixed:
@@ -121,7 +130,7 @@ def _write_csv(results: list[Evaluation], path: Path) -> None:
     rows = [{"checkpoint": e.checkpoint, "model": e.run.model_config.model,
              "seed": e.run.meta["seed"],
              **{k: getattr(e.metrics, k) for k in SUMMARY_FIELDS}} for e in results]
-    pd.DataFrame(rows).to_csv(path, index=False)
+    write_csv_atomic(path, pd.DataFrame(rows), overwrite=True)  # --overwrite checked first
 
 
 def _figures(e: Evaluation, plot: Path | None, entropy_plot: Path | None,

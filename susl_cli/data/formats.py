@@ -169,9 +169,18 @@ def as_features(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"{where}: no examples (inputs have shape {x.shape})")
     x = x.reshape(-1, 1) if x.ndim == 1 else x
-    x = x.astype(np.float32)
+    if x.size == 0:
+        raise DataError(f"{where}: rows hold no values (inputs have shape {x.shape}): give at "
+                        "least one feature column")
     check_finite(x, where)
-    return x
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        too_big = np.abs(x.reshape(len(x), -1)) > np.finfo(np.float32).max
+        if too_big.any():
+            row, col = np.argwhere(too_big)[0]
+            raise DataError(f"{where}: value {x.reshape(len(x), -1)[row, col]:g} in row {row} "
+                            "is beyond the float32 range (about 3.4e38) susl computes in: "
+                            "rescale the data")
+    return x.astype(np.float32)
 
 
 def as_labels(y: np.ndarray, where: str) -> np.ndarray:

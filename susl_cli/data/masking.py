@@ -32,8 +32,8 @@ REGIME_NAMES = {
     "SUS": "semi-unsupervised (SUS)",
 }
 AS_GIVEN_NOTE = "as given: the file's own labels, new classes allowed"
+MAX_CLASSES = 100_000  # class ids above this are refused before a list of them is built
 _SPEC_EXAMPLES = "e.g. '0-4', '0,2,7', '1-3,8', 'all' or 'none'"
-MAX_CLASS_ID = 100_000  # far above any class count; stops `0-10**20` from building a list
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -57,12 +57,15 @@ def parse_class_spec(spec: str, n_classes: int | None) -> tuple[int, ...]:
             raise UsageError(f"malformed class spec {spec!r}: expected {_SPEC_EXAMPLES}")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
-        if last >= MAX_CLASS_ID:
-            raise UsageError(f"class {last} in {spec!r} is out of range: susl handles class "
-                             f"numbers below {MAX_CLASS_ID}")
         if last < first:
             raise UsageError(f"range {part.strip()!r} in class spec {spec!r} is reversed: "
                              f"write {last}-{first}")
+        limit = MAX_CLASSES if n_classes is None else n_classes
+        if last >= limit:  # before the list is built: 0-10**20 would exhaust memory
+            raise UsageError(f"class {last} in {spec!r} is out of range: "
+                             + (f"this dataset has classes 0..{n_classes - 1}"
+                                if n_classes is not None else f"susl allows at most {limit} "
+                                "classes"))
         classes.extend(range(first, last + 1))
     _check_classes(classes, spec, n_classes)
     return tuple(sorted(classes))

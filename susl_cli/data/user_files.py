@@ -16,6 +16,7 @@ from susl_cli.data.formats import as_features, check_same_length
 from susl_cli.data.labels import encode_labels
 from susl_cli.errors import DataError
 from susl_cli.resources import exceeds_memory, format_bytes
+from susl_cli.storage.files import check_regular_file, note_input
 from susl_cli.storage.masked import read_user_h5
 
 # x_train, y_train (-1 = unlabelled), x_test, y_test (or None), class names (index = class id)
@@ -54,6 +55,9 @@ def _read_any(path: Path, label_column: str, labels_required: bool) -> dict[str,
         raise DataError(f"data file {str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise DataError(f"{str(path)!r} is a folder: give a .npz, .csv or .h5 file")
+    size = check_regular_file(path, DataError, "data file").st_size  # no FIFO, no /dev/zero
+    note_input(path)  # no output of this command may replace it
+    _check_size(path, size)
     required = ("x", "y") if labels_required else ("x",)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -63,6 +67,19 @@ def _read_any(path: Path, label_column: str, labels_required: bool) -> dict[str,
     if suffix in (".h5", ".hdf5"):
         return read_user_h5(path, required=required)
     raise DataError(f"{path}: unsupported file type {suffix!r}: give a .npz, .csv or .h5 file")
+
+
+CSV_MEMORY_FACTOR = 4  # pandas holds a CSV as text, then as parsed columns: a few times its size
+
+
+def _check_size(path: Path, size: int) -> None:
+    """Refuse a file whose reading would take more memory than is free (known before reading)."""
+    factor = CSV_MEMORY_FACTOR if path.suffix.lower() == ".csv" else 1
+    available = exceeds_memory(size * factor)
+    if available is not None:
+        raise DataError(f"{path} is {format_bytes(size)}; reading it needs about "
+                        f"{format_bytes(size * factor)}, more than the "
+                        f"{format_bytes(available)} of free memory: use a smaller file")
 
 
 def _validate(path: Path, raw: dict[str, np.ndarray], unlabelled_token: str | None
@@ -129,6 +146,9 @@ def _check_npz_members(path: Path) -> None:
                     if version not in _NPY_HEADER_READERS:
                         continue  # numpy itself will say what is wrong
                     shape, _, dtype = _NPY_HEADER_READERS[version](member)
+                if dtype.hasobject:  # its bytes are a pickle, not numbers
+                    raise DataError(f"{path}: {info.filename} is an object array, which needs "
+                                    "pickle (never used by susl): save plain numeric arrays")
                 n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 name = info.filename
                 if n_bytes > info.file_size:

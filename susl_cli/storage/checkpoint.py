@@ -44,8 +44,11 @@ class CheckpointData:
     transform: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def write_checkpoint(path: Path, data: CheckpointData, overwrite: bool = True) -> None:
-    with atomic_h5_write(Path(path), KIND_CHECKPOINT, overwrite) as f:
+def write_checkpoint(path: Path, data: CheckpointData, overwrite: bool = True, *,
+                     may_replace_input: bool = False) -> None:
+    """Write a checkpoint atomically; `may_replace_input`: a resumed run updating its own file."""
+    with atomic_h5_write(Path(path), KIND_CHECKPOINT, overwrite,
+                         may_replace_input=may_replace_input) as f:
         put_json_attr(f, ATTR_META, data.meta)
         for group_name in GROUPS:
             group = f.create_group(group_name)

@@ -15,13 +15,10 @@ without a seal (written by susl 0.1 before sealing, or by other programs) are st
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import itertools
 import json
 import os
-import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +27,17 @@ import h5py
 import numpy as np
 
 from susl_cli import __version__
-from susl_cli.errors import FileFormatError, OutputError
+from susl_cli.errors import FileFormatError
 from susl_cli.resources import exceeds_memory, format_bytes
+from susl_cli.storage.files import (  # noqa: F401  re-exported: older imports keep working
+    check_output_path,
+    check_regular_file,
+    interrupt_pending,
+    interrupts_deferred,
+    note_input,
+    remove_stale_temporaries,
+    write_atomic,
+)
 
 FORMAT_VERSION = 1
 
@@ -56,60 +62,39 @@ _HASH_CHUNK = 1 << 20
 # Errors h5py raises on damaged or unexpected content (it has no single base class for them).
 H5_READ_ERRORS = (KeyError, OSError, ValueError, TypeError, RuntimeError, IndexError,
                   AttributeError)
-_WRITE_ERRNOS = {  # errno -> (what happened, what to do)
-    errno.ENOSPC: ("no space left on the device", "free some space"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota"),
-    errno.EFBIG: ("file size limit reached", "raise `ulimit -f` or write elsewhere"),
-}
 _in_memory_names = itertools.count()
 
 
-def check_output_path(path: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
-    """Fail early, before any work, if `path` cannot be written as asked.
-
-    `inputs` are the files the command reads: writing over one of them (a typo, or
-    `--out` = the mask file with --overwrite) would destroy what the output is made from.
-    """
-    path = Path(path)
-    for source in inputs:
-        if source is not None and path.exists() and Path(source).exists() \
-                and os.path.samefile(path, source):
-            raise OutputError(f"{str(path)!r} is also an input of this command: writing there "
-                              "would destroy it; choose another output file")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {str(parent)!r} does not exist: create it first")
-    if path.is_dir():
-        raise OutputError(f"output path {str(path)!r} is a folder: give a file name")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{str(path)!r} already exists: pass --overwrite to replace it")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to folder {str(parent)!r}: check its permissions")
-
-
 @contextlib.contextmanager
-def atomic_h5_write(path: Path, kind: str, overwrite: bool) -> Iterator[h5py.File]:
+def atomic_h5_write(path: Path, kind: str, overwrite: bool, *,
+                    inputs: Iterable[Path | None] = (),
+                    may_replace_input: bool = False) -> Iterator[h5py.File]:
     """Yield an open HDF5 file that appears, sealed, at `path` only if the block finishes.
 
     The file is built in memory (HDF5 "core" driver without a backing store), so the HDF5
-    library never writes to disk: disk errors surface as plain OSErrors from one write below,
-    instead of failing inside HDF5's cache flush (which can crash the interpreter).
+    library never writes to disk: disk errors surface as plain OSErrors from the one atomic
+    writer (`files.write_atomic`), instead of failing inside HDF5's cache flush (which can crash
+    the interpreter). Ctrl-C is held back while HDF5 runs (its callbacks would swallow it) and
+    honoured before anything is renamed into place.
     """
     path = Path(path)
-    check_output_path(path, overwrite)
-    remove_stale_temporaries(path)
-    f = h5py.File(f"susl-in-memory-{os.getpid()}-{next(_in_memory_names)}.h5", "w",
-                  driver="core", backing_store=False, userblock_size=USERBLOCK_SIZE)
-    try:
-        f.attrs[ATTR_KIND] = kind
-        f.attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
-        f.attrs[ATTR_SUSL_VERSION] = __version__
-        yield f
-        f.flush()
-        image = f.id.get_file_image()  # the file after the user block
-    finally:
-        f.close()
-    write_bytes_atomic(path, seal(image))
+    check_output_path(path, overwrite, inputs, may_replace_input=may_replace_input)
+    with interrupts_deferred():
+        f = h5py.File(f"susl-in-memory-{os.getpid()}-{next(_in_memory_names)}.h5", "w",
+                      driver="core", backing_store=False, userblock_size=USERBLOCK_SIZE)
+        try:
+            f.attrs[ATTR_KIND] = kind
+            f.attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
+            f.attrs[ATTR_SUSL_VERSION] = __version__
+            yield f
+            f.flush()
+            image = f.id.get_file_image()  # the file after the user block
+        finally:
+            f.close()
+        if interrupt_pending():
+            raise KeyboardInterrupt
+        write_atomic(path, seal(image), overwrite=overwrite, inputs=inputs,
+                     may_replace_input=may_replace_input)
 
 
 def seal(image: bytes) -> bytes:
@@ -119,89 +104,8 @@ def seal(image: bytes) -> bytes:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary beside `path`, fsync it, rename it over `path`, fsync the folder.
-
-    Any OSError removes the temporary; a full disk or a quota becomes an OutputError that says
-    the existing file (if any) is unchanged.
-    """
-    path = Path(path)
-    tmp: Path | None = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                        dir=path.parent)
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; honour the umask
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(path.parent)
-    except OSError as err:
-        if err.errno not in _WRITE_ERRNOS:
-            raise
-        reason, hint = _WRITE_ERRNOS[err.errno]
-        state = "left unchanged" if path.exists() else "not created"
-        raise OutputError(f"{reason} while writing {str(path)!r} ({format_bytes(len(data))}); "
-                          f"the file was {state}: {hint}, then run the command again") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (power loss); not every file system lets a folder be fsynced."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete `.NAME.PID.*.tmp` files beside `path` whose writing process no longer exists.
-
-    They are what a write killed with SIGKILL (or a power cut) leaves behind; a temporary of a
-    live process, or one whose name carries no process id, is left alone.
-    """
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp$")
-    removed = []
-    try:
-        siblings = list(path.parent.iterdir())
-    except OSError:
-        return removed
-    for candidate in siblings:
-        match = pattern.match(candidate.name)
-        if match and not _process_alive(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                candidate.unlink()
-                removed.append(candidate)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process (or an odd pid): leave its file alone
-    return True
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write `data` atomically over `path` (kept for callers of susl 0.1: see `write_atomic`)."""
+    write_atomic(path, data, overwrite=True)
 
 
 def verify_file(path: Path) -> bool:
@@ -215,6 +119,8 @@ def verify_file(path: Path) -> bool:
         raise FileFormatError(f"{str(path)!r} does not exist: check the path")
     if path.is_dir():
         raise FileFormatError(f"{str(path)!r} is a folder, not a susl .h5 file")
+    check_regular_file(path, FileFormatError)  # a FIFO would hang, a device never end
+    note_input(path)
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -299,6 +205,7 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
     except H5_READ_ERRORS:
         raise FileFormatError(f"{str(path)!r} is damaged: recreate it") from None
     try:
+        refuse_indirection(f, str(path), FileFormatError)
         version = int(f.attrs.get(ATTR_FORMAT_VERSION, -1))
         if version != FORMAT_VERSION:
             raise FileFormatError(
@@ -314,6 +221,46 @@ def open_for_reading(path: Path, expected_kind: str) -> Iterator[h5py.File]:
         ) from None
     finally:
         f.close()
+
+
+MAX_HDF5_OBJECTS = 100_000  # more links than any susl or plausible user file holds
+
+
+def refuse_indirection(f: h5py.File, where: str, error: type[Exception]) -> None:
+    """Refuse HDF5 features that make reading one file read others (or the whole machine).
+
+    External raw storage (a dataset's bytes kept in any file, e.g. /etc/passwd), virtual
+    datasets (mapped from other HDF5 files) and external links (to objects in other files)
+    would let a hostile file make susl copy local files into its outputs. The check reads
+    only link and dataset-creation metadata; external links are never followed.
+    """
+    seen = 0
+    pending: list[h5py.Group] = [f]
+    while pending:
+        group = pending.pop()
+        for name in group:
+            seen += 1
+            if seen > MAX_HDF5_OBJECTS:
+                raise error(f"{where} holds more than {MAX_HDF5_OBJECTS} HDF5 objects: it is "
+                            "not a data file susl can read")
+            link = group.get(name, getlink=True)
+            inside = f"{where}: {group.name.rstrip('/')}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                raise error(f"{inside} is an external link to {link.filename!r}: susl reads no "
+                            "other files through HDF5; store the data in this file")
+            if isinstance(link, h5py.SoftLink):
+                continue  # a name for an object of this file, checked under its own name
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                pending.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise error(f"{inside} is a virtual dataset (mapped from other files): "
+                                "susl reads no other files through HDF5; store the data here")
+                if obj.external:
+                    raise error(f"{inside} keeps its bytes in an external file "
+                                f"({obj.external[0][0]!r}): susl reads no other files through "
+                                "HDF5; store the data in this file")
 
 
 def put_json_attr(obj: h5py.HLObject, name: str, value: Any) -> None:

@@ -31,10 +31,12 @@ from susl_cli.storage.h5 import (
     KIND_MASKED_DATASET,
     atomic_h5_write,
     check_declared_size,
+    check_regular_file,
     get_json_attr,
     open_for_reading,
     put_json_attr,
     read_array,
+    refuse_indirection,
     verify_file,
     write_array,
 )
@@ -251,6 +253,7 @@ def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_te
                  required: tuple[str, ...] = ("x", "y")) -> dict[str, np.ndarray]:
     """Read the plain datasets `names` (those present; `required` must be) from a user's HDF5."""
     path = Path(path)
+    check_regular_file(path, DataError, "data file")
     try:
         verify_file(path)  # a sealed susl file is checked before HDF5 parses it
         f = h5py.File(path, "r")
@@ -258,6 +261,7 @@ def read_user_h5(path: Path, names: tuple[str, ...] = ("x", "y", "x_test", "y_te
         raise DataError(f"{path} is not a readable HDF5 file (truncated or corrupt)") from None
     try:
         with f:
+            refuse_indirection(f, str(path), DataError)
             return _read_user_datasets(path, f, names, required)
     except H5_READ_ERRORS as err:  # damaged metadata surfaces as any of these
         detail = " ".join(str(err).split())[:160]

@@ -13,20 +13,18 @@ Sample files (HDF5, `susl_kind="samples"`):
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from susl_cli.errors import FileFormatError, OutputError
+from susl_cli.errors import FileFormatError
+from susl_cli.storage.files import write_atomic
 from susl_cli.storage.h5 import (
     H5_READ_ERRORS,
     atomic_h5_write,
-    check_output_path,
     get_json_attr,
     open_for_reading,
     put_json_attr,
@@ -38,31 +36,11 @@ ATTR_META = "meta"
 ATTR_SEED = "seed"
 
 
-def write_csv_atomic(path: Path, frame: pd.DataFrame, overwrite: bool) -> Path:
+def write_csv_atomic(path: Path, frame: pd.DataFrame, overwrite: bool,
+                     inputs: Iterable[Path | None] = ()) -> Path:
     """Write `frame` as CSV (no index) so that `path` appears only once it is complete."""
-    path = Path(path)
-    check_output_path(path, overwrite)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OutputError(f"cannot write {str(path)!r}: {err.strerror or err}; choose a "
-                          "writable location") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            frame.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result table is for sharing
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        hint = "free some space" if err.errno == errno.ENOSPC else "choose a writable location"
-        raise OutputError(f"cannot write {str(path)!r}: {err.strerror or err}; {hint}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    text = frame.to_csv(index=False, lineterminator="\n")
+    return write_atomic(Path(path), text.encode("utf-8"), overwrite=overwrite, inputs=inputs)
 
 
 def write_samples_h5(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],

@@ -36,6 +36,13 @@ FIGURE_LABELS = (
     ("fuzz_successes", "  of which succeeded"),
     ("resource_cases", "resource-limit cases (disk full, file size limit, huge models/arrays)"),
     ("determinism_checks", "determinism checks (same command and seed, same result)"),
+    ("outputs_guarded", "outputs refused: an input (run's mask included), a link, a FIFO, "
+                        "'-', a name over 255 bytes, no --overwrite"),
+    ("indirect_files", "non-regular files and HDF5 indirections offered to readers (refused, "
+                       "no hang)"),
+    ("interrupts", "SIGINTs of susl commands (one line, exit 130, nothing partial)"),
+    ("concurrent_writers", "second writers of an output in use (refused, naming the first)"),
+    ("replaced_masks", "runs whose mask changed after training (refused or reported)"),
 )
 MAXIMUM_LABELS = (
     ("max_lost_epochs", "worst work lost to one kill, in epochs (promise: at most 1 + the write)"),
@@ -49,6 +56,7 @@ class Figures:
         self.counts: Counter[str] = Counter()
         self.maxima: dict[str, float] = {}
         self.bugs: dict[str, str] = {}  # description -> outcome of its regression test
+        self.attack_bugs: dict[str, str] = {}  # the same for bugs an independent attack found
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
@@ -57,7 +65,8 @@ class Figures:
         self.maxima[key] = max(self.maxima.get(key, float("-inf")), value)
 
     def as_dict(self) -> dict:
-        return {"counts": dict(self.counts), "maxima": self.maxima, "found_bugs": self.bugs}
+        return {"counts": dict(self.counts), "maxima": self.maxima, "found_bugs": self.bugs,
+                "attack_bugs": self.attack_bugs}
 
 
 FIGURES = Figures()
@@ -72,6 +81,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "found_bug(description): regression test for a bug the reliability suite "
         "found and that was fixed in the product (listed in the figures)")
+    config.addinivalue_line(
+        "markers", "attack_bug(description): regression test for a bug an independent "
+        "adversarial pass found (issue 19), fixed in the product (listed in the figures)")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -79,10 +91,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        for marker in item.iter_markers("found_bug"):
-            previous = FIGURES.bugs.get(marker.args[0])
-            if previous in (None, "passed"):
-                FIGURES.bugs[marker.args[0]] = report.outcome
+        for name, ledger in (("found_bug", FIGURES.bugs), ("attack_bug", FIGURES.attack_bugs)):
+            for marker in item.iter_markers(name):
+                previous = ledger.get(marker.args[0])
+                if previous in (None, "passed"):
+                    ledger[marker.args[0]] = report.outcome
 
 
 def figure_lines() -> list[str]:
@@ -97,13 +110,19 @@ def figure_lines() -> list[str]:
                      f"test (of {len(FIGURES.bugs)} run):")
         lines += [f"          [{outcome}] {description}"
                   for description, outcome in sorted(FIGURES.bugs.items())]
+    if FIGURES.attack_bugs:
+        fixed = sum(outcome == "passed" for outcome in FIGURES.attack_bugs.values())
+        lines.append(f"{fixed:>8}  bugs found by an independent attack (issue 19), fixed, with a "
+                     f"passing regression test (of {len(FIGURES.attack_bugs)} run):")
+        lines += [f"          [{outcome}] {description}"
+                  for description, outcome in sorted(FIGURES.attack_bugs.items())]
     return lines
 
 
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if not FIGURES.counts and not FIGURES.bugs:
+    if not FIGURES.counts and not FIGURES.bugs and not FIGURES.attack_bugs:
         return
     terminalreporter.section("susl reliability figures")
     lines = figure_lines()
