@@ -40,7 +40,7 @@ def discovery_of(run: Run, checkpoint: Path, mask: Path | None = None) -> tuple[
     """The run's stored discovery, else one computed now from its mask file; and its source."""
     stored = stored_discovery(run)
     if stored is not None:
-        return stored, f"stored in {Path(checkpoint).name} ({stored.method})"
+        return stored, f"stored in the checkpoint ({stored.method})"
     x_train = read_run_training_inputs(run, checkpoint, mask)
     discovery = discover_run(run, x_train)
     return discovery, ("computed now from the training points (the run has none stored: "
@@ -68,4 +68,7 @@ def rediscover_checkpoint(checkpoint: Path, options: DiscoveryOptions,
 
 def store_discovery(run: Run, checkpoint: Path, discovery: Discovery) -> None:
     run.meta[META_KEY] = discovery.to_json()
-    save_run(run, checkpoint, completed=bool(run.meta.get("completed", False)))
+    # a run loaded from disk says whether it finished; one just trained has finished when its
+    # epochs are done
+    completed = run.meta.get("completed", run.epoch >= run.train_config.epochs)
+    save_run(run, checkpoint, completed=bool(completed))

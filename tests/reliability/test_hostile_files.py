@@ -204,8 +204,9 @@ MAY_SUCCEED = {
                      "meta-hidden-units-beyond-int64", "transform-missing"], INFO_ONLY),
     "optimizer-state-garbled": {"info", "evaluate", "sample", "predict"},
     # `predict` reads only a data file's inputs (x), never its labels or test split.
-    **dict.fromkeys(["fewer-labels-than-rows", "labels-2d", "fractional-labels", "label-2^40",
-                     "label-10^15", "wrong-length-labels", "x-test-other-shape"], {"predict"}),
+    # (a label such as 2**40 or "cat" is a class name, not damage: tests/test_labels.py)
+    **dict.fromkeys(["fewer-labels-than-rows", "labels-2d", "fractional-labels",
+                     "wrong-length-labels", "x-test-other-shape"], {"predict"}),
 }
 
 
@@ -370,7 +371,6 @@ def test_damaged_and_hostile_npz(bench: Bench, tmp_path: Path, figures):
         "text-inputs": npz_bytes(x=np.array(["a", "b"]), y=np.arange(2)),
         "complex-inputs": npz_bytes(x=x.astype(np.complex64), y=y),
         "fractional-labels": npz_bytes(x=x, y=y + 0.5),
-        "label-2^40": npz_bytes(x=x, y=np.where(y == 3, 2**40, y)),
         "x-test-other-shape": npz_bytes(x=x, y=y, x_test=x[:4, :3], y_test=y[:4]),
         "declares-10^12-floats": npz_declaring((10**12,)),
         "declares-more-than-it-holds": npz_declaring((1000, 36)),
@@ -398,11 +398,9 @@ def test_damaged_and_hostile_csv(bench: Bench, figures):
         "cut-after-the-last-comma": cut_in_last_row,
         "cut-inside-a-row": intact[: len(intact) // 2 + 7],
         "nan-cell": intact.replace(b"0.", b"nan", 1),
-        "word-label": intact[:-2] + b"cat\n",
         "no-label-column": intact.replace(b"label", b"target", 1),
         "only-a-header": (header + "\n").encode(),
         "binary-bytes": bytes(range(256)) * 8,
-        "label-10^15": intact[:-2] + b"1000000000000000\n",
     })
     try_variants(variants, ".csv", data_readers, b, figures,
                  strict=refused_unless(lenient=("bitflip", "truncated")))
@@ -453,7 +451,6 @@ def test_damaged_and_hostile_user_hdf5(bench: Bench, figures):
         "pickle-in-attributes": with_attribute_pickle,
         "vlen-strings": user_h5(x=np.array(["a", "b"], dtype=h5py.string_dtype()), y=y[:2]),
         "declares-4-TB": sparse_giant,
-        "label-2^40": user_h5(x=x, y=np.where(y == 1, 2**40, y)),
         "susl-checkpoint-as-data": b.run.read_bytes(),
     })
     try_variants(variants, ".h5", data_readers, b, figures,
