@@ -217,11 +217,13 @@ def _markdown(title: str, sections: list[Section]) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with tempfile.NamedTemporaryFile("w", prefix=f".{path.name}.", suffix=".tmp",
+                                     dir=path.parent, delete=False) as f:
+        tmp = f.name
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: use the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())  # temporary files are 0600: use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
