@@ -145,6 +145,7 @@ def _figures(e: Evaluation, checkpoint: Path, data: Path | None, device: str, se
 
 def _plot_curves(history: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from susl_cli import plots
 
@@ -153,6 +154,7 @@ def _plot_curves(history: dict[str, Any], path: Path) -> None:
         ax.plot(np.arange(1, len(values) + 1), values, marker="." if len(values) < 30 else "")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     plots._save_figure(fig, path, dpi=plots.DPI)
 
