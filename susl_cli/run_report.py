@@ -145,6 +145,7 @@ def _figures(e: Evaluation, checkpoint: Path, data: Path | None, device: str, se
 
 def _plot_curves(history: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from susl_cli import plots
 
@@ -153,6 +154,7 @@ def _plot_curves(history: dict[str, Any], path: Path) -> None:
         ax.plot(np.arange(1, len(values) + 1), values, marker="." if len(values) < 30 else "")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     plots._save_figure(fig, path, dpi=plots.DPI)
 
@@ -217,11 +219,13 @@ def _markdown(title: str, sections: list[Section]) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with tempfile.NamedTemporaryFile("w", prefix=f".{path.name}.", suffix=".tmp",
+                                     dir=path.parent, delete=False) as f:
+        tmp = f.name
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: use the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())  # temporary files are 0600: use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -38,14 +38,16 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Pat
     path = Path(path)
     columns = history_columns(history)
     n_rows = max((len(v) for v in history.values()), default=0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with tempfile.NamedTemporaryFile("w", newline="", prefix=f".{path.name}.", suffix=".tmp",
+                                     dir=path.parent, delete=False) as f:
+        tmp = f.name
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
             for i in range(n_rows):
                 writer.writerow([_cell(history[c], i) for c in columns])
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: use the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())  # temporary files are 0600: use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

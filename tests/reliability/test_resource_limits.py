@@ -102,7 +102,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(data: Path, tmp_pat
         return (full_disk if len(opened) == 3 else real_fdopen)(fd, mode, *args, **kwargs)
 
     monkeypatch.setattr(h5_storage.os, "fdopen", third_write_fails)
-    args = ["train", mask, "--out", out, "--epochs", 4, *TINY_TRAIN]
+    args = ["train", mask, "--out", out, "--epochs", 4, "--checkpoint-seconds", 0, *TINY_TRAIN]
     message = check_clean_error(invoke(args))
     assert "could not save epoch 3" in message and "no space left" in message
     assert "epoch 2" in message and "--resume" in message
