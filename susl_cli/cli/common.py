@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover  older typer uses click itself
     from click import exceptions as click_errors
 
 from susl_cli import __version__
+from susl_cli.cli import startup
 from susl_cli.errors import SuslError
 from susl_cli.storage.files import command_scope
 
@@ -205,6 +206,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            startup.command_started()  # Ctrl-C raises KeyboardInterrupt again, handled below
             with command_scope():  # inputs it reads, output locks it holds until it ends
                 return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):
