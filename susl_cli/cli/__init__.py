@@ -15,7 +15,7 @@ startup.install()
 
 from susl_cli.cli.common import LAZY_COMMANDS, app  # noqa: E402
 
-startup.command_started()
+startup.restore_default()
 
 
 def main() -> None:

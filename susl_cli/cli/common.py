@@ -216,7 +216,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            startup.command_started()  # Ctrl-C raises KeyboardInterrupt again, handled below
+            startup.restore_default()  # Ctrl-C raises KeyboardInterrupt again, handled below
             with command_scope():  # inputs it reads, output locks it holds until it ends
                 return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):

@@ -5,7 +5,7 @@ first, then the command's module with torch, pandas or h5py: seconds on a loaded
 and parses the arguments. A KeyboardInterrupt there would print a traceback or, once click
 runs, be turned into a silent exit 130 (click catches it outside the command). So a handler
 that writes the line and exits is installed first thing, and the command puts Python's
-default one back as it starts (`command_started`), where `handle_errors` turns Ctrl-C into
+default one back as it starts (`restore_default`), where `handle_errors` turns Ctrl-C into
 the same line after cleaning up. Nothing has been read or written before that point.
 No imports beyond the standard library: this module runs before everything else.
 """
@@ -25,13 +25,14 @@ def _on_main_thread() -> bool:
 
 
 def install() -> None:
-    """Until `command_started`, Ctrl-C exits at once with one line (main thread only, and only
+    """Until `restore_default`, Ctrl-C exits at once with one line (main thread only, and only
     in place of Python's default handler: an embedding program's own handler is kept)."""
     if _on_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 
-def command_started() -> None:
-    """A command's code runs from here on: Ctrl-C raises KeyboardInterrupt again."""
+def restore_default() -> None:
+    """Python's Ctrl-C again (KeyboardInterrupt): a command's code runs from here on, or the
+    CLI was imported by another program rather than started."""
     if _on_main_thread() and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
         signal.signal(signal.SIGINT, signal.default_int_handler)
