@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from susl_cli import __version__
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, evaluate_checkpoint
 from susl_cli.metrics import entropy
-from susl_cli.storage.h5 import check_output_path
+from susl_cli.storage.files import check_output_path, write_atomic
 from susl_cli.training_log import history_columns
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
@@ -64,7 +63,7 @@ def write_run_report(checkpoint: Path, out: Path, *, data: Path | None = None,
                                                                    device, seed)]
     title = f"susl report: {checkpoint.name} on {Path(e.data_file).name}"
     text = _html(title, sections) if kind == "html" else _markdown(title, sections)
-    _write_text_atomic(out, text)
+    write_atomic(out, text.encode("utf-8"), overwrite=overwrite, inputs=(checkpoint, data))
     return {"out": str(out), "format": kind, "checkpoint": str(checkpoint),
             "sections": [s.title for s in sections],
             "figures": [t for s in sections for t, _ in s.figures]}
@@ -216,23 +215,3 @@ def _markdown(title: str, sections: list[Section]) -> str:
         parts += [f"![{t}]({_data_uri(png)})\n" for t, png in s.figures]
         parts += [f"{note}\n" for note in s.notes]
     return "\n".join(parts)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", prefix=f".{path.name}.", suffix=".tmp",
-                                     dir=path.parent, delete=False) as f:
-        tmp = f.name
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # temporary files are 0600: use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

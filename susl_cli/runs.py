@@ -205,6 +205,10 @@ def save_run(run: Run, path: Path, completed: bool) -> None:
         history={k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()},
         transform=run.transform.to_arrays(),
     ), overwrite=True, may_replace_input=True)  # a resumed run read this file: its own
+    # The run in memory says what its file says: a resumed run loaded "completed": False, and
+    # a later save without `completed` (store_discovery) must not mark its finished file
+    # interrupted again.
+    run.meta["completed"] = completed
 
 
 def load_model(path: Path, device: torch.device | str = "cpu",

@@ -152,7 +152,6 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
-        write_history_csv(run.history, history_csv_path(out_path))  # the log a user plots
         done = run.epoch == config.epochs
         due = (run.epoch - last_saved >= config.checkpoint_every
                and time.monotonic() - last_write >= config.checkpoint_seconds)
@@ -161,8 +160,30 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             last_saved, last_write = run.epoch, time.monotonic()
         else:
             snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
+        last_saved = _write_log(run, out_path, done, last_saved)
         observer.epoch_finished(record)
     return run
+
+
+def _write_log(run: Run, out_path: Path, done: bool, last_saved: int) -> int:
+    """Rewrite the history CSV a user plots (after the checkpoint: the log never claims an
+    epoch a checkpoint write lost); Ctrl-C during it saves the finished epochs first, as
+    during an epoch. Returns the epoch now saved in `out_path`."""
+    try:
+        write_history_csv(run.history, history_csv_path(out_path))
+    except OutputError as err:  # a full disk: say what the checkpoint still holds
+        then = "; continue with --resume" if last_saved and not done else ""
+        raise OutputError(f"could not write the history CSV of epoch {run.epoch}: {err}; "
+                          f"{_on_disk(out_path, last_saved)}{then}") from None
+    except KeyboardInterrupt:
+        if last_saved < run.epoch:
+            _save_checkpoint(run, out_path, done, last_saved)
+            last_saved = run.epoch
+        then = "" if done else ": continue with --resume"
+        raise TrainingInterrupted(f"interrupted after epoch {run.epoch}, while writing its "
+                                  f"history CSV; {last_saved} finished epochs are saved in "
+                                  f"{str(out_path)!r}{then}") from None
+    return last_saved
 
 
 def _interrupted_message(epoch: int, out_path: Path, last_saved: int) -> str:
@@ -397,6 +418,9 @@ def train_mask_file(
             raise OutputError(f"{str(out_path)!r} already exists: pass --resume to continue the "
                               "run it holds, or --overwrite to replace it")
         check_output_path(out_path, overwrite, inputs=(mask_path,))
+    # the per-epoch log beside the checkpoint: checked (not an input, not a folder, a FIFO or a
+    # link) and locked like the checkpoint; it belongs to OUT, so it is replaced without asking
+    check_output_path(history_csv_path(out_path), True, inputs=(mask_path,))
     masked = read_masked_dataset(mask_path)  # observed labels only: never the true ones
     if resume:
         run = _resume(mask_path, out_path, options, train_overrides, torch_device)

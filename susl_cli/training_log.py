@@ -2,29 +2,41 @@
 
 `susl train --out run.h5` keeps `run.history.csv` up to date after every epoch (one row per
 finished epoch: epoch, loss terms, lr, accuracies, components used, seconds, samples/s).
-It is rewritten whole, through a temporary file and a rename, so a reader never sees half a
-row, and on --resume it restarts from the checkpoint's own history, so rows of epochs a kill
-lost do not linger. The checkpoint's history stays the record; this file is a convenience.
-Library layer: numpy-free, no typer, no rich.
+It is rewritten whole by susl's one atomic writer (storage/files.py: temporary file, rename,
+Ctrl-C held back), so a reader never sees half a row; `susl train` checks and locks it like
+its checkpoint before any work. On --resume it restarts from the checkpoint's own history, so
+rows of epochs a kill lost do not linger. The checkpoint's history stays the record; this
+file is a convenience. Library layer: numpy-free, no typer, no rich.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from susl_cli.storage.files import MAX_NAME_BYTES, write_atomic
 
 HISTORY_SUFFIX = ".history.csv"
 FIRST_COLUMNS = ("epoch", "loss")
 
 
 def history_csv_path(checkpoint: Path) -> Path:
-    """run.h5 -> run.history.csv (beside it)."""
+    """run.h5 -> run.history.csv (beside it).
+
+    A checkpoint name near the file-system limit (255 bytes) would give a log name beyond it:
+    its stem is then cut and completed with a hash of the whole name, so that two long names
+    sharing a beginning still get different logs.
+    """
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + HISTORY_SUFFIX)
+    stem, room = checkpoint.stem, MAX_NAME_BYTES - len(HISTORY_SUFFIX.encode())
+    if len(stem.encode()) > room:
+        digest = hashlib.sha256(checkpoint.name.encode()).hexdigest()[:16]
+        stem = stem.encode()[:room - 17].decode("utf-8", "ignore") + f"~{digest}"
+    return checkpoint.with_name(stem + HISTORY_SUFFIX)
 
 
 def history_columns(history: Mapping[str, Sequence[float]]) -> list[str]:
@@ -34,25 +46,19 @@ def history_columns(history: Mapping[str, Sequence[float]]) -> list[str]:
 
 
 def write_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Write one row per epoch (NaN as an empty cell) atomically; return the path."""
-    path = Path(path)
+    """Write one row per epoch (NaN as an empty cell) atomically; return the path.
+
+    The log belongs to its checkpoint and is replaced at every epoch: no --overwrite needed,
+    but, like every output, never a file the command reads.
+    """
     columns = history_columns(history)
     n_rows = max((len(v) for v in history.values()), default=0)
-    with tempfile.NamedTemporaryFile("w", newline="", prefix=f".{path.name}.", suffix=".tmp",
-                                     dir=path.parent, delete=False) as f:
-        tmp = f.name
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for i in range(n_rows):
-                writer.writerow([_cell(history[c], i) for c in columns])
-        os.chmod(tmp, 0o666 & ~_umask())  # temporary files are 0600: use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for i in range(n_rows):
+        writer.writerow([_cell(history[c], i) for c in columns])
+    return write_atomic(Path(path), text.getvalue().encode("utf-8"), overwrite=True)
 
 
 def _cell(values: Sequence[float], i: int) -> str:
@@ -71,9 +77,3 @@ def read_history_csv(path: Path) -> dict[str, list[float]]:
     header, body = rows[0], rows[1:]
     return {name: [float(r[j]) if r[j] != "" else math.nan for r in body]
             for j, name in enumerate(header)}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

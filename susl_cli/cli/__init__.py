@@ -4,31 +4,25 @@ Each group of commands lives in its own module and registers itself on `app`. Th
 imported when their command is used (common.LAZY_COMMANDS), so start-up stays fast.
 """
 
-import os
 import signal
 import threading
 
+from susl_cli.cli import startup
 
-def _interrupted_while_starting(signum: int, frame: object) -> None:
-    """Ctrl-C while the CLI imports torch and friends: one line, exit 130, no traceback."""
-    os.write(2, b"error: interrupted\n")
-    os._exit(130)  # nothing has been read or written yet: there is nothing to clean up
-
-
-# Installed before the heavy imports below (torch, pandas, h5py take seconds), put back after.
-_ON_MAIN_THREAD = threading.current_thread() is threading.main_thread()
-_PREVIOUS_SIGINT = signal.getsignal(signal.SIGINT) if _ON_MAIN_THREAD else None
-if _ON_MAIN_THREAD and _PREVIOUS_SIGINT is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+# Installed before the heavy imports below (typer and friends take a second), put back after:
+# a program that imports the CLI keeps Python's usual Ctrl-C outside `main`.
+startup.install()
 
 from susl_cli.cli.common import LAZY_COMMANDS, app  # noqa: E402
 
-if _ON_MAIN_THREAD and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+startup.restore_default()
 
 
 def main() -> None:
     """Console-script entry point."""
+    # Commands are imported lazily (torch and friends, seconds) and arguments parsed before the
+    # command's code runs; a Ctrl-C in between is one line and exit 130 (see startup.py).
+    startup.install()
     try:
         app()
     finally:

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover  older typer uses click itself
     from click import exceptions as click_errors
 
 from susl_cli import __version__
+from susl_cli.cli import startup
 from susl_cli.errors import SuslError
 from susl_cli.storage.files import command_scope
 
@@ -141,6 +142,7 @@ class OneLineErrorGroup(TyperGroup):
             return super().main(args, prog_name, standalone_mode=False, **extra)
         if sys.stdout is None:  # started with stdout closed (`>&-`): printing must fail loudly
             sys.stdout = ClosedStdout()
+        _errors_reported.clear()
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as err:
@@ -161,6 +163,10 @@ class OneLineErrorGroup(TyperGroup):
         except KeyboardInterrupt:
             sys.stderr.write("error: interrupted\n")
             sys.exit(130)
+        if result == 130 and not _errors_reported:
+            # Typer turns a KeyboardInterrupt outside the command (while click parses, or just
+            # after the command returned) into a silent exit 130: say what happened
+            sys.stderr.write("error: interrupted\n")
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -189,10 +195,15 @@ app = SuslTyper(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_errors_reported: list[str] = []  # the error line of the running command, once written
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Write one line to stderr and return the Exit to raise."""
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    line = f"error: {' '.join(str(message).split())}\n"
+    sys.stderr.write(line)
     sys.stderr.flush()
+    _errors_reported.append(line)
     return typer.Exit(code)
 
 
@@ -205,6 +216,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            startup.restore_default()  # Ctrl-C raises KeyboardInterrupt again, handled below
             with command_scope():  # inputs it reads, output locks it holds until it ends
                 return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):

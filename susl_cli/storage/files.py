@@ -152,7 +152,7 @@ def _input_named(path: Path, inputs: Iterable[Path | None]) -> str | None:
         return None
     key = (target.st_dev, target.st_ino)
     for scope in _scopes:
-        if key in scope.inputs:
+        if key in scope.inputs and _still_named(scope.inputs[key], key):
             return scope.inputs[key]
     for source in inputs:
         if source is None:
@@ -162,6 +162,17 @@ def _input_named(path: Path, inputs: Iterable[Path | None]) -> str | None:
             if (info.st_dev, info.st_ino) == key:
                 return str(source)
     return None
+
+
+def _still_named(path: str, key: tuple[int, int]) -> bool:
+    """Whether the input read from `path` is still there: once the command replaced it (a
+    resumed run updating its checkpoint), the file system may give its inode number to a
+    new file, such as the command's next output, which is then no input at all."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == key
 
 
 # --- output checks -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from susl_cli.storage.files import lock_path
+from susl_cli.training_log import history_csv_path
 
 from .reliability_helpers import (
     check_clean_error,
@@ -53,8 +54,9 @@ WRITERS = {
     "evaluate --csv": lambda f, o: ["evaluate", f["run"], "--csv", o, *CPU],
     "sample": lambda f, o: ["sample", f["run"], "-o", o, *CPU],
     "predict": lambda f, o: ["predict", f["run"], f["data"], "-o", o, *CPU],
+    "report": lambda f, o: ["report", f["run"], "-o", o, "--quiet", *CPU],
 }
-SUFFIX = {"evaluate --csv": ".csv", "sample": ".csv", "predict": ".csv"}
+SUFFIX = {"evaluate --csv": ".csv", "sample": ".csv", "predict": ".csv", "report": ".html"}
 
 
 def test_every_writer_respects_another_process_lock(files: dict[str, Path], figures):
@@ -81,6 +83,24 @@ def test_every_writer_respects_another_process_lock(files: dict[str, Path], figu
                         else args(files, out))
         assert result.exit_code == 0, (name, result.output)
         assert not lock_path(out).exists()
+
+
+def test_train_locks_its_training_log(files: dict[str, Path], figures):
+    """Another process writing r.history.csv: `train -o r.h5` is refused before any work."""
+    out = files["folder"] / "r.h5"
+    lock = lock_path(history_csv_path(out))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        message = check_clean_error(invoke(["train", files["mask"], "-o", out, "--epochs", 1,
+                                            *TINY]))
+        assert f"being written by another susl process (pid {holder.pid})" in message, message
+        assert not out.exists() and not history_csv_path(out).exists()
+        figures.add("concurrent_writers")
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.attack_bug("`susl train m.h5 --seed 3 -o r.h5 & susl train m.h5 --seed 4 -o r.h5`: "

@@ -35,20 +35,27 @@ TINY = ["--epochs", 1, "--hidden-units", 8, "--latent-dim", 2, "--extra-componen
         "--quiet", *CPU]
 
 
-def _torch_loading(pid: int) -> bool:
-    """True once the child maps libtorch: our import-time handler is installed by then."""
+# Shared libraries whose mapping shows the child is in its heavy imports (our start-up handler
+# is installed by then). Commands are imported lazily: `susl mask` never loads torch.
+TORCH, NUMPY = "libtorch", "_multiarray_umath"
+
+
+def _loading(pid: int, library: str) -> bool:
+    """True once the child maps `library`."""
     try:
-        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        return library in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
 
 
-def _interrupt(args: list, env: dict, cwd: Path, delay: float) -> subprocess.CompletedProcess:
-    """Start `susl ARGS`, SIGINT it `delay` s after torch starts loading, wait for it."""
+def _interrupt(args: list, env: dict, cwd: Path, delay: float,
+               library: str = TORCH) -> subprocess.CompletedProcess:
+    """Start `susl ARGS`, SIGINT it `delay` s after `library` starts loading, wait for it."""
     child = subprocess.Popen(susl_command(*args), env=env, cwd=cwd, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not _torch_loading(child.pid) and child.poll() is None and time.monotonic() < deadline:
+    while (not _loading(child.pid, library) and child.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.005)
     time.sleep(delay)
     child.send_signal(signal.SIGINT)
@@ -94,7 +101,7 @@ def test_sigint_in_every_phase_of_mask(wide_npz: Path, tmp_path: Path, figures):
     out.unlink()
     outcomes = []
     for fraction in (0.0, 0.25, 0.5, 0.7):  # imports, reading, masking, HDF5, writing
-        result = _interrupt(args, env, tmp_path, fraction * duration)
+        result = _interrupt(args, env, tmp_path, fraction * duration, NUMPY)
         outcomes.append(_check_outcome(result, out))
         out.unlink(missing_ok=True)
         figures.add("interrupts")
@@ -164,4 +171,18 @@ def test_sigint_before_the_first_checkpoint_says_nothing_was_saved(tmp_path: Pat
     message = check_clean_error(result)
     assert result.exit_code == 130 and "before any epoch was saved" in message, message
     assert "--resume" not in message.replace("without --resume", "") and not run.exists()
+    figures.add("interrupts")
+
+
+def test_sigint_outside_the_command_is_reported(monkeypatch, figures):
+    """Typer turns a KeyboardInterrupt raised while click parses (or just after the command)
+    into a silent exit 130; susl still prints its one line (found while testing issue 19)."""
+    from typer.core import TyperGroup
+
+    def interrupted(self, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TyperGroup, "invoke", interrupted)
+    result = invoke(["info", "x.h5"])
+    assert result.exit_code == 130 and result.stderr == "error: interrupted\n", result.stderr
     figures.add("interrupts")

@@ -1,6 +1,7 @@
 """Every output of every command passes the one output check and the one atomic writer.
 
-For each (command, output option): writing over any input of the command is refused, the
+For each (command, output option), and the training log `train` writes beside its
+checkpoint: writing over any input of the command is refused, the
 inputs named on the command line and those read along the way (the mask a run was trained
 on) alike; so are a symbolic link, a FIFO, `-`, and an existing file without --overwrite. A
 250-character name works (its temporary must fit in 255 bytes). A disk that fills up
@@ -64,6 +65,8 @@ OUTPUTS: list[Output] = [
      lambda b: [b.run, b.mask]),
     ("predict", ".csv", lambda b, o: ["predict", b.run, b.data, "-o", o, "--json", *CPU],
      lambda b: [b.run, b.data, b.mask]),
+    ("report", ".html", lambda b, o: ["report", b.run, "-o", o, "--json", *CPU],
+     lambda b: [b.run, b.mask]),
 ]
 IDS = [o[0] for o in OUTPUTS]
 
@@ -88,6 +91,19 @@ def test_no_output_replaces_an_input(bench: Bench, output: Output, figures):
         assert "is also an input" in message, (name, source, message)
         assert sha256(source) == before and leftovers(target.parent, target.name) == []
         figures.add("outputs_guarded")
+
+
+def test_the_training_log_never_replaces_an_input(bench: Bench, figures):
+    """`train -o r.h5` also writes r.history.csv: that name, too, may not be an input."""
+    log = bench.folder / "r.history.csv"
+    os.link(bench.mask, log)  # the mask, under the name of the log of r.h5
+    before = sha256(log)
+    message = check_clean_error(invoke(["train", log, "-o", bench.folder / "r.h5", *TINY,
+                                        "--overwrite"]))
+    assert "is also an input" in message, message
+    assert sha256(log) == before and not (bench.folder / "r.h5").exists()
+    assert leftovers(bench.folder, log.name) == []
+    figures.add("outputs_guarded")
 
 
 def test_user_h5_and_npz_are_inputs_of_mask(bench: Bench, figures):
@@ -204,12 +220,36 @@ def test_evaluate_reports_the_mask_it_scored(bench: Bench, figures):
     import json
 
     result = invoke(["evaluate", bench.run, "--json", *CPU])
-    payload = json.loads(result.stdout)
+    # `evaluate --json` prints {"runs": [one per checkpoint], "summary": {...}}
+    [payload] = json.loads(result.stdout)["runs"]
     assert payload["data_sha256"] == payload["mask_sha256"] == sha256(bench.mask)
     other = bench.folder / "other.h5"
     assert invoke(["mask", "-d", bench.data, "-l", "0-1", "--seed", 9, "-o", other,
                    "--quiet"]).exit_code == 0
-    payload = json.loads(invoke(["evaluate", bench.run, "--data", other, "--json",
-                                 *CPU]).stdout)  # an explicit --data is the user's choice
+    [payload] = json.loads(invoke(["evaluate", bench.run, "--data", other, "--json",
+                                   *CPU]).stdout)["runs"]  # an explicit --data: user's choice
     assert payload["data_sha256"] == sha256(other) != payload["mask_sha256"]
     figures.add("replaced_masks")
+
+
+def test_a_replaced_input_does_not_lend_its_inode_number(tmp_path: Path, figures):
+    """A resumed run replaces the checkpoint it read; the freed inode number may then be given
+    to its next output (the training log), which must not pass for that input."""
+    from susl_cli.storage import files
+
+    checkpoint, log = tmp_path / "r.h5", tmp_path / "r.history.csv"
+    checkpoint.write_bytes(b"epoch 1")
+    log.write_bytes(b"epoch,loss\n")
+    with files.command_scope():
+        files.note_input(checkpoint)
+        files.write_atomic(checkpoint, b"epoch 2", overwrite=True, may_replace_input=True)
+        # as if the file system had reused the old checkpoint's inode number for the log
+        info = os.stat(log)
+        files._scopes[-1].inputs = {(info.st_dev, info.st_ino): str(checkpoint)}
+        files.write_atomic(log, b"epoch,loss\n1,0.5\n", overwrite=True)
+        os.link(checkpoint, tmp_path / "linked.h5")  # while the input keeps its name: refused
+        files.note_input(checkpoint)
+        with pytest.raises(files.OutputError, match="is also an input"):
+            files.write_atomic(tmp_path / "linked.h5", b"x", overwrite=True)
+    assert log.read_bytes() == b"epoch,loss\n1,0.5\n"
+    figures.add("outputs_guarded")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -95,13 +96,8 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(data: Path, tmp_pat
                                                               monkeypatch, figures):
     mask, out = tmp_path / "mask.h5", tmp_path / "run.h5"
     assert invoke(["mask", "-d", data, "-l", "0-1", "--out", mask, "--quiet"]).exit_code == 0
-    real_fdopen, full_disk, opened = os.fdopen, FullDisk(room=100), []
-
-    def third_write_fails(fd: int, mode: str = "r", *args, **kwargs):
-        opened.append(fd)
-        return (full_disk if len(opened) == 3 else real_fdopen)(fd, mode, *args, **kwargs)
-
-    monkeypatch.setattr(h5_storage.os, "fdopen", third_write_fails)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(h5_storage.os, "fdopen", _nth_write_of(out, 3))  # the 3rd checkpoint
     args = ["train", mask, "--out", out, "--epochs", 4, "--checkpoint-seconds", 0, *TINY_TRAIN]
     message = check_clean_error(invoke(args))
     assert "could not save epoch 3" in message and "no space left" in message
@@ -112,6 +108,38 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(data: Path, tmp_pat
     assert result.exit_code == 0, result.output
     assert load_model(out).epoch == 4
     figures.add("resource_cases")
+
+
+def test_disk_full_while_writing_the_training_log(data: Path, tmp_path: Path, monkeypatch,
+                                                  figures):
+    """run.history.csv goes through the same writer: a full disk there is one sentence that
+    says what the checkpoint holds, and leaves no temporary."""
+    mask, out, log = tmp_path / "mask.h5", tmp_path / "run.h5", tmp_path / "run.history.csv"
+    assert invoke(["mask", "-d", data, "-l", "0-1", "--out", mask, "--quiet"]).exit_code == 0
+    monkeypatch.setattr(h5_storage.os, "fdopen", _nth_write_of(log, 2))
+    args = ["train", mask, "--out", out, "--epochs", 4, "--checkpoint-seconds", 0, *TINY_TRAIN]
+    result = invoke(args)
+    message = check_clean_error(result)
+    assert result.exit_code == 2 and "history CSV of epoch 2" in message, message
+    assert "no space left" in message and "(epoch 2); continue with --resume" in message
+    assert load_model(out).epoch == 2 and log.read_text().count("\n") == 2  # header, epoch 1
+    assert leftovers(tmp_path, log.name) == [] and leftovers(tmp_path, out.name) == []
+    figures.add("resource_cases")
+
+
+def _nth_write_of(target: Path, n: int):
+    """os.fdopen whose `n`-th temporary of `target` meets a full disk (others are untouched)."""
+    real_fdopen, full_disk, opened = os.fdopen, FullDisk(room=100), []
+
+    def fdopen(fd: int, mode: str = "r", *args, **kwargs):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(f"{target.parent}/.{target.name}."):
+                opened.append(fd)
+                if len(opened) == n:
+                    return full_disk(fd, mode, *args, **kwargs)
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    return fdopen
 
 
 @pytest.mark.found_bug("a write failing part-way (file size limit, full disk) inside HDF5 "
