@@ -27,14 +27,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from susl_cli.metrics import SUMMARY_FIELDS, Metrics
+from susl_cli.metrics import COUNT_FIELDS, SUMMARY_FIELDS, Metrics
 
 T = TypeVar("T")
 
 NOT_AVAILABLE = "n/a"  # shown for NaN: the subset a metric scores is empty
 
 # Metrics that are fractions and read best in percent; others are printed as they are.
-_FRACTION_METRICS = frozenset(SUMMARY_FIELDS) - {"n_components_used"}
+_FRACTION_METRICS = frozenset(SUMMARY_FIELDS) - COUNT_FIELDS
 
 # Each metric named by the protocol that produced it, so no number is read under the wrong one.
 METRIC_LABELS: dict[str, str] = {
@@ -46,7 +46,16 @@ METRIC_LABELS: dict[str, str] = {
     "nmi": "NMI (components vs classes)",
     "ari": "ARI (components vs classes)",
     "n_components_used": "components used",
+    "discovered_acc_all": "discovered classes: Hungarian accuracy, all",
+    "discovered_acc_old": "discovered classes: Hungarian accuracy, labelled classes",
+    "discovered_acc_new": "discovered classes: Hungarian accuracy, hidden classes",
+    "n_new_found": "new classes found (k-hat, no labels used)",
+    "n_new_true": "hidden classes in the scored points",
+    "novelty_auroc": "novelty score AUROC (hidden vs labelled classes, %)",
+    "entropy_auroc": "entropy of q(y|x) AUROC (same task, %)",
 }
+DISCOVERY_FIELDS = ("discovered_acc_all", "discovered_acc_old", "discovered_acc_new",
+                    "n_new_found", "n_new_true", "novelty_auroc", "entropy_auroc")
 
 
 def _is_nan(value: float | None) -> bool:
@@ -83,6 +92,11 @@ def metrics_table(metrics: Metrics, title: str) -> Table:
     table.add_row(METRIC_LABELS["nmi"], _plain(metrics.nmi))
     table.add_row(METRIC_LABELS["ari"], _plain(metrics.ari))
     table.add_row("components used k/K", f"{metrics.n_components_used}/{metrics.n_components}")
+    for name in DISCOVERY_FIELDS:
+        value = getattr(metrics, name)
+        shown = (NOT_AVAILABLE if _is_nan(value) else f"{value:.0f}") \
+            if name in COUNT_FIELDS else _percent(value)
+        table.add_row(METRIC_LABELS[name], shown)
     table.add_row("points scored", str(metrics.n_points))
     return table
 
@@ -252,3 +266,16 @@ def make_progress(quiet: bool, console: Console | None = None) -> Progress | Sil
         _InfoColumn(),
         console=console if console is not None else Console(stderr=True),
     )
+
+
+def discovered_classes_text(discovery: dict[str, Any] | None) -> str:
+    """'3 found (latent): new-1 1,204 rows, new-2 ...' from a stored discovery."""
+    if not discovery:
+        return "none stored (run `susl discover RUN`)"
+    n_labelled = int(discovery["n_labelled"])
+    names, sizes = discovery["class_names"], discovery["sizes"]
+    new = [f"{n} ({int(sz):,} training rows)"
+           for n, sz in zip(names[n_labelled:], sizes[n_labelled:], strict=True)]
+    if not new:
+        return "none (no extra components, or all joined labelled classes)"
+    return f"{len(new)} found ({discovery['method']}): " + ", ".join(new)

@@ -7,6 +7,7 @@ the test set is only scored. The output always says which.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from susl_cli.discover import Discovery
 from susl_cli.errors import DataError, UsageError
-from susl_cli.metrics import Metrics, evaluate_assignments
+from susl_cli.metrics import Metrics, discovery_scores, entropy, evaluate_assignments
 from susl_cli.runs import Run, load_model, resolve_device, run_mask_file
 from susl_cli.storage.masked import MaskedDataset, read_masked_dataset
 
@@ -34,6 +36,9 @@ class Evaluation:
     probs: np.ndarray  # (N, K) q(y|x) on the scored points
     y_true: np.ndarray  # (N,) true classes of the scored points
     x: np.ndarray  # (N, *input_shape) the scored points, raw (for figures)
+    discovery: Discovery | None = None  # the classes the run names (labelled + new-1 ..)
+    discovery_source: str = ""
+    n_unscored: int = 0  # test rows without a true label (a user's file): not scored
     data_sha256: str = ""  # of the mask file scored (the run's own unless --data named another)
 
     @property
@@ -45,7 +50,9 @@ class Evaluation:
                 "model": self.run.model_config.model, "epochs": self.run.epoch,
                 "mask_sha256": self.run.meta["mask_sha256"], "data_sha256": self.data_sha256,
                 "seed": self.run.meta["seed"],
-                "metrics": self.metrics.to_dict()}
+                "metrics": self.metrics.to_dict(), "n_unscored": self.n_unscored,
+                "discovery": None if self.discovery is None else self.discovery.to_json(),
+                "discovery_source": self.discovery_source}
 
 
 @torch.no_grad()
@@ -86,9 +93,15 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
     masked = read_masked_dataset(data_file, with_true_labels=fit_mapping == "train")
     _check_compatible(run, masked, data_file)
     if masked.x_test is None or masked.y_test is None or len(masked.y_test) == 0:
-        raise DataError(f"{str(data_file)!r} has no test set to score: make the mask from data "
-                        "with a test split")
-    probs = predict_probs(run, masked.x_test)
+        raise DataError(f"{str(data_file)!r} has no test set to score: make the mask with "
+                        "--test-fraction 0.2 (or from data with x_test, y_test)")
+    known_truth = masked.y_test >= 0
+    if not known_truth.any():
+        raise DataError(f"none of the {len(masked.y_test)} test rows of {str(data_file)!r} has "
+                        "a label, so there is nothing to score against: `susl predict` names "
+                        "them; label some test rows to score")
+    x_test, y_test = masked.x_test[known_truth], masked.y_test[known_truth]
+    probs = predict_probs(run, x_test)
     fit_components = fit_true = None
     if fit_mapping == "train":
         if masked.y_train_true is None:
@@ -96,12 +109,21 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
                             "--fit-mapping test")
         fit_components = predict_probs(run, masked.x_train).argmax(-1)
         fit_true = masked.y_train_true
+    n_classes = len(run.meta["class_names"])
     metrics = evaluate_assignments(
-        probs.argmax(-1), masked.y_test, n_components=run.model_config.n_components,
-        n_classes=len(run.meta["class_names"]), labelled_classes=run.meta["labelled_classes"],
+        probs.argmax(-1), y_test, n_components=run.model_config.n_components,
+        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
         fit_components=fit_components, fit_true=fit_true)
-    return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, masked.y_test,
-                      masked.x_test, data_sha)
+    from susl_cli.discovery_runs import discovery_of  # it builds on this module
+
+    discovery, source = discovery_of(run, Path(checkpoint))
+    metrics = dataclasses.replace(metrics, **discovery_scores(
+        discovery.classify(probs), y_test, n_predicted=len(discovery.class_names),
+        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
+        novelty=discovery.novelty(probs), entropies=entropy(probs),
+        n_new_found=discovery.n_new))
+    return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, y_test, x_test,
+                      discovery, source, int((~known_truth).sum()), data_sha)
 
 
 def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:

@@ -42,7 +42,16 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "nmi",
     "ari",
     "n_components_used",
+    "discovered_acc_all",
+    "discovered_acc_old",
+    "discovered_acc_new",
+    "n_new_found",
+    "n_new_true",
+    "novelty_auroc",
+    "entropy_auroc",
 )
+# Counts among the summary fields; the rest are fractions (shown as percentages).
+COUNT_FIELDS = frozenset({"n_components_used", "n_new_found", "n_new_true"})
 
 
 def _as_labels(values: Any, name: str, upper: int) -> np.ndarray:
@@ -175,6 +184,16 @@ class Metrics:
     mapping_hungarian: np.ndarray  # (K,)
     confusion: np.ndarray  # (C, C + 1) true class x mapped class, last column unmapped
     contingency: np.ndarray  # (C, K) true class x component
+    # Discovery (susl_cli/discover.py): the labelled classes plus the new classes found,
+    # scored one-to-one (GCD's "v2": one Hungarian assignment over all points, then split into
+    # old = labelled-class points and new = hidden-class points). NaN until filled in.
+    discovered_acc_all: float = math.nan
+    discovered_acc_old: float = math.nan
+    discovered_acc_new: float = math.nan
+    n_new_found: float = math.nan  # k-hat, from the run's training points without labels
+    n_new_true: float = math.nan  # hidden classes among the scored points
+    novelty_auroc: float = math.nan  # novelty score, hidden vs labelled-class points
+    entropy_auroc: float = math.nan  # entropy of q(y|x) as the same score (paper Fig 2)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy: arrays become lists, NaN becomes None."""
@@ -281,3 +300,40 @@ def summarise_runs(
         sd = float(np.std(values, ddof=1)) if values.size > 1 else math.nan
         summary[name] = (float(np.mean(values)), sd)
     return summary
+
+
+def discovery_scores(predicted: Any, true: Any, *, n_predicted: int, n_classes: int,
+                     labelled_classes: Sequence[int], novelty: Any, entropies: Any,
+                     n_new_found: int) -> dict[str, float]:
+    """Honest scores of named predictions (labelled classes + discovered ones) on true classes.
+
+    One Hungarian assignment between the n_predicted output classes and the C true classes
+    over all points (GCD "v2"), accuracy on all points and on the old (labelled-class) and
+    new (hidden-class) subsets; the AUROC of the novelty score and of the entropy for telling
+    hidden-class points from labelled-class ones; k-hat against the true number of hidden
+    classes among these points.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    pred, labels = _check_pair(predicted, true, n_predicted, n_classes)
+    table = contingency(pred, labels, n_predicted, n_classes)  # (C, P)
+    classes, outputs = linear_sum_assignment(table, maximize=True)
+    mapping = np.full(n_predicted, UNMAPPED, dtype=np.int64)
+    mapping[outputs] = classes
+    hit = mapping[pred] == labels
+    new = ~np.isin(labels, np.asarray(list(labelled_classes), dtype=np.int64))
+
+    def auroc(score: Any) -> float:
+        if new.all() or not new.any():
+            return math.nan  # needs points of both kinds
+        return float(roc_auc_score(new, np.asarray(score, dtype=np.float64)))
+
+    return {
+        "discovered_acc_all": float(hit.mean()),
+        "discovered_acc_old": float(hit[~new].mean()) if (~new).any() else math.nan,
+        "discovered_acc_new": float(hit[new].mean()) if new.any() else math.nan,
+        "n_new_found": float(n_new_found),
+        "n_new_true": float(np.unique(labels[new]).size),
+        "novelty_auroc": auroc(novelty),
+        "entropy_auroc": auroc(entropies),
+    }

@@ -116,6 +116,18 @@ def default_extra_components(n_labelled: int, n_classes: int) -> int:
     return 40 if n_labelled < n_classes else 0
 
 
+def as_given_labelled_mass(labelled_counts: np.ndarray, n_train: int) -> float:
+    """Prior mass of the labelled classes when the labels come from the user as given.
+
+    The labelling rate is unknown, so the labelled classes get half the mass (the middle of
+    what is possible), never less than the share of rows that carry a label. Erring low is
+    the safer side: a labelled class spread into extra components is merged back by
+    discovery, a new class squeezed into a labelled component is lost.
+    """
+    share = float(np.sum(labelled_counts)) / max(n_train, 1)
+    return float(np.clip(max(0.5, share), 0.01, 0.99))
+
+
 def class_prior(
     labelled_counts: np.ndarray, n_extra: int, labelled_mass: float | None
 ) -> tuple[float, ...]:

@@ -1,14 +1,12 @@
 """Classifying new data with a trained model's amortised classifier q(y|x).
 
 For every input row: the most probable component c = argmax_y q(y|x), its probability
-q(c|x), the entropy H[q(y|x)] (nats), the class that component stands for, and a flag for
-rows unlike any labelled class.
-
-Where the component -> class mapping comes from (test labels are never read):
-- component j < n_labelled *is* the j-th labelled class: the model was trained that way;
-- every extra component takes the most common true class among the run's *training* points
-  it is assigned (majority mapping on the mask file's evaluation-only labels); with no such
-  labels, or no training point assigned to it, it stays "unmapped".
+q(c|x), the entropy H[q(y|x)] (nats), the class the row is given (a labelled class name, or
+new-1 .. new-k for the classes discovery found: susl_cli/discover.py), that class's probability
+(q summed over its components), the novelty score (q mass on components of new classes: the
+probability that the row belongs to none of the labelled classes), and a flag for rows unlike
+any labelled class. No true label of any point is read: the names come from the labelled
+components (tied to their classes in training) and from the run's stored discovery.
 
 The flag: H[q(y|x)] above a threshold calibrated on the entropies of the labelled training
 points of the run's mask file (their `entropy_quantile`, default 0.95). A classifier is
@@ -29,9 +27,11 @@ import pandas as pd
 
 from susl_cli.data.sources import USER_SUFFIXES, load_dataset
 from susl_cli.data.user_files import read_user_inputs
+from susl_cli.discover import Discovery
+from susl_cli.discovery_runs import discovery_of, stored_discovery
 from susl_cli.errors import DataError, FileFormatError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs
-from susl_cli.metrics import classifier_mapping, entropy, majority_mapping
+from susl_cli.metrics import entropy
 from susl_cli.runs import Run, check_run_mask, load_model, resolve_device
 from susl_cli.storage.h5 import KIND_MASKED_DATASET, check_output_path, peek_kind
 from susl_cli.storage.masked import read_masked_dataset
@@ -39,8 +39,8 @@ from susl_cli.storage.outputs import write_csv_atomic
 
 DEFAULT_ENTROPY_QUANTILE = 0.95
 SPLITS = ("auto", "train", "test")
-UNMAPPED_NAME = "unmapped"
-COLUMNS = ("row", "component", "probability", "entropy", "mapped_class", "unlike_labelled")
+COLUMNS = ("row", "component", "probability", "entropy", "class", "class_probability",
+           "novelty", "unlike_labelled")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class PredictOptions:
 class Calibration:
     """What the run's mask file tells about the components, and how it was worked out."""
 
-    mapping: np.ndarray  # (K,) class id per component, -1 = unmapped
+    discovery: Discovery  # component -> labelled class or discovered new class
     mapping_source: str
     entropy_threshold: float | None  # None: nothing to calibrate on, no row is flagged
     threshold_source: str
@@ -78,17 +78,27 @@ class Predictions:
 
     checkpoint: str
     input: str  # what was read, e.g. "the test set of mask.h5"
-    components: np.ndarray  # (N,) argmax q(y|x)
-    probability: np.ndarray  # (N,) max q(y|x)
-    entropy: np.ndarray  # (N,) H[q(y|x)] in nats
-    class_names: list[str]
+    probs: np.ndarray  # (N, K) q(y|x)
     calibration: Calibration
     entropy_quantile: float
 
     @property
+    def components(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        return entropy(self.probs)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.calibration.discovery.class_names)
+
+    @property
     def mapped_names(self) -> np.ndarray:
-        names = np.asarray([*self.class_names, UNMAPPED_NAME], dtype=object)
-        return names[self.calibration.mapping[self.components]]  # -1 picks "unmapped"
+        """(N,) the class each row is given: a labelled class name or new-1 .. new-k."""
+        names = np.asarray(self.class_names, dtype=object)
+        return names[self.calibration.discovery.classify(self.probs)]
 
     @property
     def unlike_labelled(self) -> np.ndarray | None:
@@ -98,10 +108,13 @@ class Predictions:
     def frame(self) -> pd.DataFrame:
         """The output table; `unlike_labelled` is empty when there was nothing to calibrate."""
         flag = self.unlike_labelled
+        discovery = self.calibration.discovery
         return pd.DataFrame({
-            "row": np.arange(len(self.components)), "component": self.components,
-            "probability": self.probability, "entropy": self.entropy,
-            "mapped_class": self.mapped_names,
+            "row": np.arange(len(self.probs)), "component": self.components,
+            "probability": self.probs.max(-1), "entropy": self.entropy,
+            "class": self.mapped_names,
+            "class_probability": discovery.class_probs(self.probs).max(-1),
+            "novelty": discovery.novelty(self.probs),
             "unlike_labelled": pd.array(flag if flag is not None else [None] * len(self.entropy),
                                         dtype="boolean"),
         }, columns=list(COLUMNS))
@@ -110,29 +123,14 @@ class Predictions:
         flag = self.unlike_labelled
         names, counts = np.unique(self.mapped_names.astype(str), return_counts=True)
         return {"checkpoint": self.checkpoint, "input": self.input,
-                "n_rows": int(len(self.components)),
+                "n_rows": int(len(self.probs)),
+                "n_new_classes": self.calibration.discovery.n_new,
                 "mapping_source": self.calibration.mapping_source,
                 "entropy_quantile": self.entropy_quantile,
                 "entropy_threshold": self.calibration.entropy_threshold,
                 "threshold_source": self.calibration.threshold_source,
                 "n_unlike_labelled": None if flag is None else int(flag.sum()),
                 "rows_per_class": {str(n): int(c) for n, c in zip(names, counts, strict=True)}}
-
-
-def component_mapping(run: Run, fit_components: np.ndarray | None = None,
-                      fit_true: np.ndarray | None = None) -> np.ndarray:
-    """(K,) class per component: labelled components by construction, extra ones by majority.
-
-    The majority vote over (fit_components, fit_true) only names the extra components; the
-    labelled ones are never relabelled, whatever the points say.
-    """
-    k = run.model_config.n_components
-    labelled = list(run.meta["labelled_classes"])
-    mapping = classifier_mapping(labelled, k)
-    if fit_components is not None and fit_true is not None:
-        majority = majority_mapping(fit_components, fit_true, k, len(run.meta["class_names"]))
-        mapping[len(labelled):] = majority[len(labelled):]
-    return mapping
 
 
 def read_inputs(source: str, options: PredictOptions) -> tuple[np.ndarray, str]:
@@ -197,32 +195,28 @@ def fit_layout(run: Run, x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
-def calibrate(run: Run, mask: Path | None, quantile: float,
-              checkpoint: Path | str = "this run") -> Calibration:
-    """Component mapping and entropy threshold from the run's mask file (training part only)."""
+def calibrate(run: Run, checkpoint: Path, mask: Path | None, quantile: float) -> Calibration:
+    """Class names (the run's discovery) and the entropy threshold (its mask file's labelled
+    training points). No true label is read."""
     path = Path(mask) if mask is not None else Path(run.meta["mask_file"])
+    stored = stored_discovery(run)
     if not path.exists():
         if mask is not None:
             raise DataError(f"mask file {str(path)!r} does not exist: check the --mask path")
-        return Calibration(component_mapping(run),
-                           f"labelled components only: the run's mask file {str(path)!r} is "
-                           "gone (pass --mask to name extra components)", None,
+        if stored is None:
+            raise DataError(f"{str(checkpoint)!r} has no discovered classes stored and its "
+                            f"mask file {str(path)!r} is gone: pass --mask with it")
+        return Calibration(stored, f"discovery stored in {Path(checkpoint).name}", None,
                            "none: the run's mask file is gone (pass --mask)")
     check_run_mask(run, Path(checkpoint), path, option="--mask")
-    masked = read_masked_dataset(path, with_true_labels=True)
-    probs = predict_probs(run, masked.x_train)  # (N, K)
-    if masked.y_train_true is None:
-        mapping = component_mapping(run)
-        source = f"labelled components only ({path.name} holds no true training labels)"
-    else:
-        mapping = component_mapping(run, probs.argmax(-1), masked.y_train_true)
-        source = ("labelled components by construction; extra components by majority vote "
-                  f"of the true labels of the training points of {path.name}")
+    masked = read_masked_dataset(path)
+    discovery, source = discovery_of(run, checkpoint, path)
     labelled = masked.y_observed >= 0
     if not labelled.any():
-        return Calibration(mapping, source, None, f"none: {path.name} has no labelled points")
-    threshold = float(np.quantile(entropy(probs[labelled]), quantile))
-    return Calibration(mapping, source, threshold,
+        return Calibration(discovery, source, None, f"none: {path.name} has no labelled points")
+    probs = predict_probs(run, masked.x_train[labelled])
+    threshold = float(np.quantile(entropy(probs), quantile))
+    return Calibration(discovery, source, threshold,
                        f"{quantile:g} quantile of the entropy of the {int(labelled.sum())} "
                        f"labelled training points of {path.name}")
 
@@ -232,11 +226,9 @@ def predict_file(checkpoint: Path, source: str, options: PredictOptions) -> Pred
     run = load_model(Path(checkpoint), resolve_device(options.device))
     x, described = read_inputs(source, options)
     x = fit_layout(run, x, described)
-    calibration = calibrate(run, options.mask, options.entropy_quantile, checkpoint)
+    calibration = calibrate(run, Path(checkpoint), options.mask, options.entropy_quantile)
     probs = predict_probs(run, x)  # (N, K)
-    return Predictions(str(checkpoint), described, probs.argmax(-1), probs.max(-1),
-                       entropy(probs), list(run.meta["class_names"]), calibration,
-                       options.entropy_quantile)
+    return Predictions(str(checkpoint), described, probs, calibration, options.entropy_quantile)
 
 
 def check_predictions_path(out: Path, overwrite: bool,

@@ -19,7 +19,12 @@ from susl_cli.config import ModelConfig, TrainConfig, from_dict, to_dict
 from susl_cli.errors import ConfigError, DataError, DeviceError, FileFormatError
 from susl_cli.models import build_model
 from susl_cli.models.base import SuslModel
-from susl_cli.objective import class_prior, default_extra_components, estimate_labelled_mass
+from susl_cli.objective import (
+    as_given_labelled_mass,
+    class_prior,
+    default_extra_components,
+    estimate_labelled_mass,
+)
 from susl_cli.preprocess import InputTransform, fit_transform
 from susl_cli.resources import check_components_fit, check_model_fits
 from susl_cli.storage.checkpoint import CheckpointData, read_checkpoint, write_checkpoint
@@ -87,8 +92,10 @@ def make_model_config(masked: MaskedDataset, transform_dim: int, options: ModelO
     meta = masked.metadata
     labelled = masked.labelled_classes
     extra = options.extra_components
+    as_given = meta.label_source == "as-given"
     if extra is None:
-        extra = default_extra_components(len(labelled), masked.n_classes)
+        # labels as given: nothing says every class was labelled, so leave room for new ones
+        extra = default_extra_components(len(labelled), masked.n_classes + as_given)
     if extra < 0:
         raise ConfigError(f"--extra-components must be >= 0, got {extra}")
     if len(labelled) + extra == 0:
@@ -99,8 +106,9 @@ def make_model_config(masked: MaskedDataset, transform_dim: int, options: ModelO
     counts = np.asarray([meta.labelled_counts[c] for c in labelled], dtype=float)
     mass = options.labelled_mass
     if mass is None and len(labelled) and extra:
-        mass = estimate_labelled_mass(counts, meta.label_fraction, len(masked.y_observed),
-                                      masked.n_classes)
+        mass = (as_given_labelled_mass(counts, len(masked.y_observed)) if as_given else
+                estimate_labelled_mass(counts, meta.label_fraction, len(masked.y_observed),
+                                       masked.n_classes))
     chosen = {k: v for k, v in dataclasses.asdict(options).items()
               if v is not None and k in {f.name for f in dataclasses.fields(ModelConfig)}}
     chosen["likelihood"] = likelihood
@@ -133,6 +141,7 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
         "mask_file": str(Path(mask_path).resolve()),
         "dataset": masked.metadata.dataset,
         "regime": masked.metadata.regime,
+        "label_source": masked.metadata.label_source,
         "class_names": list(masked.class_names),
         "n_classes": masked.n_classes,
         "labelled_classes": list(masked.labelled_classes),

@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 
 from susl_cli import __version__
+from susl_cli.discovery_runs import discovery_of
 from susl_cli.errors import DataError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs, resolve_data_file
-from susl_cli.predict import UNMAPPED_NAME, component_mapping
 from susl_cli.resources import exceeds_memory, format_bytes
 from susl_cli.runs import Run, load_model, resolve_device
 from susl_cli.storage.h5 import check_output_path
@@ -78,8 +78,8 @@ class SampleGrid:
 
     values: np.ndarray  # (R, C, *input_shape); NaN in cells with no point (most confident)
     components: np.ndarray  # (C,) component of each column
-    mapping: np.ndarray  # (C,) class of each column, -1 = unmapped
-    class_names: list[str]
+    mapping: np.ndarray  # (C,) class of each column: index into class_names
+    class_names: list[str]  # labelled classes, then the discovered new-1 .. new-k
     mode: str  # "means" or "most-confident"
     seed: int
     caption: str
@@ -91,12 +91,13 @@ class SampleGrid:
 
     @property
     def mapped_names(self) -> list[str]:
-        return [self.class_names[m] if m >= 0 else UNMAPPED_NAME for m in self.mapping]
+        return [self.class_names[m] for m in self.mapping]
 
     @property
     def column_titles(self) -> list[str]:
-        return [f"{c}\n{name}" for c, name in zip(self.components, self.mapped_names,
-                                                   strict=True)]
+        """The class on top (what a reader looks for), the component number below it."""
+        return [f"{name}\n#{c}" for c, name in zip(self.components, self.mapped_names,
+                                                    strict=True)]
 
     def cells(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every filled cell, column by column."""
@@ -119,7 +120,7 @@ class SampleGrid:
         then the flattened input x0..x{D-1}."""
         arrays = self.arrays()
         x = arrays.pop("x").reshape(len(arrays["row"]), -1)
-        names = np.asarray([*self.class_names, UNMAPPED_NAME], dtype=object)
+        names = np.asarray(self.class_names, dtype=object)
         head = {"component": arrays["component"], "mapped_class": names[arrays["mapped_class"]],
                 "row": arrays["row"], "seed": np.full(len(x), self.seed)}
         head.update({k: arrays[k] for k in ("point_index", "probability") if k in arrays})
@@ -199,14 +200,13 @@ def load_reference(run: Run, checkpoint: Path, data: Path | None, required: bool
 
 
 def order_columns(run: Run, used: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """Labelled components first, then extra ones by mapped class (unmapped last), by index."""
+    """Labelled components first, then extra ones by class (labelled ones, then new-1 ..)."""
     n_labelled = run.model_config.n_labelled
-    n_classes = len(run.meta["class_names"])
 
     def key(c: int) -> tuple[int, int, int]:
         if c < n_labelled:
             return (0, c, c)
-        return (1, int(mapping[c]) if mapping[c] >= 0 else n_classes, c)
+        return (1, int(mapping[c]), c)
 
     return np.asarray(sorted((int(c) for c in used), key=key), dtype=np.int64)
 
@@ -261,7 +261,6 @@ def most_confident(x: np.ndarray, probs: np.ndarray, components: np.ndarray, row
 def _caption(options: SampleOptions, ref: Reference | None) -> str:
     """One short paragraph under the figure: what the cells, columns and titles mean."""
     where = ref.name if ref is not None else "the data"
-    labels = ref is not None and ref.y is not None
     if options.most_confident:
         what = (f"Per column, the {options.rows} points of {where} assigned to that component "
                 "with the highest q(y|x), most confident on top (blank: fewer points).")
@@ -271,12 +270,10 @@ def _caption(options: SampleOptions, ref: Reference | None) -> str:
     if options.components is not None:
         columns = f"Columns: components {options.components}, as asked."
     else:
-        order = "the class they majority-map to" if labels else "index"
         columns = (f"Columns: the components used on {where}, labelled ones first, then extra "
-                   f"ones by {order}.")
-    titles = (f"Titles: component, class (labelled: by construction; extra: majority vote on "
-              f"{where})." if labels else
-              "Titles: component, class (extra components unmapped: no labels to name them).")
+                   "ones by class.")
+    titles = ("Titles: class (labelled: by construction; new-i: classes discovered without "
+              "labels, see `susl info RUN`), then #component.")
     return " ".join((what, columns, titles))
 
 
@@ -294,13 +291,13 @@ def build_grid(run: Run, checkpoint: Path, options: SampleOptions) -> SampleGrid
     ref = load_reference(run, checkpoint, options.data,
                          required=options.most_confident or explicit is None)
     probs = predict_probs(run, ref.x) if ref is not None else None  # (N, K)
-    fit = (probs.argmax(-1), ref.y) if probs is not None and ref.y is not None else (None, None)
-    mapping = component_mapping(run, *fit)
+    discovery, _ = discovery_of(run, checkpoint)
+    mapping = np.asarray(discovery.component_class, dtype=np.int64)
     if explicit is not None:
         columns = np.asarray(explicit, dtype=np.int64)
     else:  # ref is required, hence present, without explicit columns
         columns = order_columns(run, np.unique(probs.argmax(-1)), mapping)
-    grid = SampleGrid(np.empty(0), columns, mapping[columns], list(run.meta["class_names"]),
+    grid = SampleGrid(np.empty(0), columns, mapping[columns], list(discovery.class_names),
                       "most-confident" if options.most_confident else "means", options.seed,
                       _caption(options, ref), is_image_run(run), str(checkpoint))
     if options.most_confident:  # ref is required, hence present

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from susl_cli.config import PAPER_PRESETS, TrainConfig
+from susl_cli.discover import DiscoveryOptions
+from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
@@ -342,11 +344,14 @@ def train_mask_file(
     resume: bool = False,
     overwrite: bool = False,
     observer: Observer | None = None,
+    discovery: DiscoveryOptions | None = None,
 ) -> Run:
     """Train (or resume training) a model on a mask file, checkpointing to `out_path`.
 
     `train_overrides` holds the TrainConfig fields the user set; the rest come from the
-    preset (paper Table A.1 for the mask's dataset) or the TrainConfig defaults.
+    preset (paper Table A.1 for the mask's dataset) or the TrainConfig defaults. A finished
+    run's extra components are then grouped into discovered classes (susl_cli/discover.py),
+    stored in the checkpoint.
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
     torch_device = resolve_device(device)
@@ -371,7 +376,10 @@ def train_mask_file(
                                               train_overrides)
         run = new_run(masked, mask_path, options, train_config, torch_device)
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
-    return fit(run, data, out_path, observer)
+    run = fit(run, data, out_path, observer)
+    store_discovery(run, out_path, discover_run(run, masked.x_train,
+                                                discovery or DiscoveryOptions()))
+    return run
 
 
 def _apply_preset(preset: str | None, dataset: str, options: ModelOptions,

@@ -134,7 +134,7 @@ def _bad_npz_cases(tmp: Path) -> dict[str, Path]:
         (["-d", "{npz}", "-l", "0-3"], "class 3 in '0-3' is out of range"),
         (["-d", "{npz}", "-l", "0-x"], "malformed class spec"),
         (["-d", "{npz}", "-l", "0,1,0"], "class 0 appears twice"),
-        (["-d", "{gap}", "-l", "1"], "class 1 has no labelled training examples"),
+        (["-d", "{gap}", "-l", "1"], "class 1 in '1' is not in the data"),
         (["-d", "{npz}", "-l", "0", "--label-fraction", "0"], "must be in (0, 1]"),
         (["-d", "{npz}", "-l", "0", "--label-fraction", "1.5"], "must be in (0, 1]"),
         (["-d", "{npz}", "-l", "0", "--label-fraction", "0.5", "--labels-per-class", "3"],

@@ -1,10 +1,10 @@
-"""Predictions in the library: reading inputs of every kind, layout checks, the component
-mapping and the entropy threshold (never from test labels)."""
+"""Predictions in the library: reading inputs of every kind, layout checks, the class names
+(labelled classes and discovered ones) and the entropy threshold (never from any label of a
+hidden class)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -18,7 +18,6 @@ from susl_cli.predict import (
     COLUMNS,
     PredictOptions,
     calibrate,
-    component_mapping,
     fit_layout,
     predict_file,
     read_inputs,
@@ -31,15 +30,6 @@ from susl_cli.storage.masked import read_masked_dataset
 def image_x(tiny_image_run) -> np.ndarray:
     """The tiny image mask's test inputs, (40, 6, 6) in [0, 1]."""
     return read_masked_dataset(tiny_image_run[0]).x_test
-
-
-def test_extra_components_get_the_majority_class_labelled_ones_never_change() -> None:
-    run = SimpleNamespace(model_config=SimpleNamespace(n_components=5),
-                          meta={"labelled_classes": [1, 3], "class_names": list("abcd")})
-    assert component_mapping(run).tolist() == [1, 3, -1, -1, -1]
-    comps = np.array([0, 0, 1, 2, 2, 2, 3])
-    true = np.array([0, 0, 0, 2, 2, 1, 0])  # component 0's points are class 0: ignored
-    assert component_mapping(run, comps, true).tolist() == [1, 3, 2, 0, -1]
 
 
 def test_options_are_validated() -> None:
@@ -97,21 +87,27 @@ def test_threshold_is_a_quantile_of_labelled_training_entropies(tiny_image_run) 
     masked = read_masked_dataset(tiny_image_run[0])
     labelled = masked.y_observed >= 0
     expected = np.quantile(entropy(predict_probs(run, masked.x_train[labelled])), 0.8)
-    calibration = calibrate(run, None, 0.8)
+    calibration = calibrate(run, tiny_image_run[1], None, 0.8)
     assert calibration.entropy_threshold == pytest.approx(expected)
-    assert calibration.mapping[:2].tolist() == [0, 1]
-    assert "training points" in calibration.mapping_source
+    discovery = calibration.discovery
+    assert discovery.component_class[:2] == (0, 1)  # labelled components keep their class
+    assert discovery.class_names[:2] == tuple(run.meta["class_names"][c]
+                                              for c in run.meta["labelled_classes"])
+    assert "stored" in calibration.mapping_source
 
 
 def test_moved_or_foreign_mask_files(tiny_image_run, tiny_real_run, tmp_path: Path) -> None:
     run = load_model(tiny_image_run[1])
     run.meta["mask_file"] = str(tmp_path / "gone.h5")
-    calibration = calibrate(run, None, 0.95)
-    assert calibration.entropy_threshold is None and "--mask" in calibration.mapping_source
+    calibration = calibrate(run, tiny_image_run[1], None, 0.95)
+    assert calibration.entropy_threshold is None and "--mask" in calibration.threshold_source
     with pytest.raises(DataError, match="does not exist"):
-        calibrate(run, tmp_path / "gone.h5", 0.95)
+        calibrate(run, tiny_image_run[1], tmp_path / "gone.h5", 0.95)
     with pytest.raises(DataError, match="not the mask file"):
-        calibrate(run, tiny_real_run[0], 0.95)
+        calibrate(run, tiny_image_run[1], tiny_real_run[0], 0.95)
+    del run.meta["discovery"]  # an older checkpoint: nothing stored, nothing to compute from
+    with pytest.raises(DataError, match="no discovered classes stored"):
+        calibrate(run, tiny_image_run[1], None, 0.95)
 
 
 def test_predictions_table(tiny_real_run) -> None:
@@ -123,3 +119,10 @@ def test_predictions_table(tiny_real_run) -> None:
     assert (frame.unlike_labelled == (frame.entropy > threshold)).all()
     summary = predictions.to_dict()
     assert sum(summary["rows_per_class"].values()) == 40
+    # the class is the one with the most q mass over its components; novelty is the mass on
+    # new classes, so a row given a new class has novelty above any one labelled class's q
+    discovery = predictions.calibration.discovery
+    class_probs = discovery.class_probs(predictions.probs)
+    assert np.allclose(class_probs.sum(-1), 1.0, atol=1e-5)
+    assert (frame["class"] == np.asarray(discovery.class_names)[class_probs.argmax(-1)]).all()
+    assert np.allclose(frame.novelty, class_probs[:, discovery.n_labelled:].sum(-1))

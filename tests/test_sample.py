@@ -68,12 +68,12 @@ def test_to_input_space_undoes_standardisation() -> None:
         transform.to_input_space(np.zeros((2, 4)))
 
 
-def test_columns_labelled_first_then_by_mapped_class() -> None:
+def test_columns_labelled_first_then_by_class() -> None:
     run = SimpleNamespace(model_config=SimpleNamespace(n_labelled=2),
                           meta={"class_names": ["a", "b", "c", "d"]})
-    mapping = np.array([0, 1, 3, -1, 2, 0])
+    mapping = np.array([0, 1, 3, 4, 2, 0])  # output classes: a, b, then new-1 (2) ..
     order = order_columns(run, np.array([5, 4, 3, 2, 1, 0]), mapping)
-    assert order.tolist() == [0, 1, 5, 4, 2, 3]  # extras: class 0, 2, 3, then unmapped
+    assert order.tolist() == [0, 1, 5, 4, 2, 3]  # extras: class a, new-1, new-2, new-3
 
 
 def test_most_confident_sorts_and_leaves_blanks() -> None:
@@ -115,7 +115,8 @@ def test_explicit_columns_without_the_mask_file(tiny_image_run, tmp_path: Path) 
     run.meta["mask_file"] = str(tmp_path / "moved.h5")
     grid = build_grid(run, tiny_image_run[1], SampleOptions(components="5,0", rows=2))
     assert grid.components.tolist() == [5, 0]
-    assert grid.mapped_names == ["unmapped", "0"]
+    stored = run.meta["discovery"]  # the names come from the stored discovery, no labels
+    assert grid.mapped_names == [stored["class_names"][stored["component_class"][5]], "0"]
     with pytest.raises(Exception, match="--data"):
         build_grid(run, tiny_image_run[1], SampleOptions(rows=2))
 

@@ -25,7 +25,8 @@ from susl_cli.cli.common import app  # noqa: E402
 # Importing the command modules registers their commands on `app`.
 # The order of these imports is the order `susl --help` lists the commands: the session's order.
 from susl_cli.cli import data_commands, train_command  # noqa: E402,F401  isort: skip
-from susl_cli.cli import report_commands, generate_commands  # noqa: E402,F401  isort: skip
+from susl_cli.cli import report_commands, discover_command  # noqa: E402,F401  isort: skip
+from susl_cli.cli import generate_commands  # noqa: E402,F401  isort: skip
 from susl_cli.cli import experiment_command  # noqa: E402,F401  isort: skip
 
 if _ON_MAIN_THREAD and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:

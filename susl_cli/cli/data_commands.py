@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,15 +25,18 @@ from susl_cli.cli.common import (
 )
 from susl_cli.data.download import ProgressCallback
 from susl_cli.data.masking import (
+    AS_GIVEN_NOTE,
     DEFAULT_LABEL_FRACTION,
     REGIME_NAMES,
     check_class_spec_syntax,
+    classes_from_spec,
+    make_as_given_dataset,
     make_masked_dataset,
-    parse_class_spec,
     resolve_label_amount,
+    split_off_test,
 )
-from susl_cli.data.sources import load_dataset
-from susl_cli.errors import FileFormatError
+from susl_cli.data.sources import BUILTIN_DATASETS, load_dataset
+from susl_cli.errors import FileFormatError, UsageError
 from susl_cli.storage.h5 import KIND_MASKED_DATASET, check_output_path, peek_kind
 from susl_cli.storage.masked import describe_masked_dataset, write_masked_dataset
 
@@ -45,12 +49,15 @@ def mask(
         help="mnist, fashion-mnist, har (UCI HAR raw inertial windows), har-features (561 "
         "features; needs --download), or the path of your own .npz (x, y[, x_test, y_test]), "
         ".csv (numeric features + a label column) or .h5 (x, y[, x_test, y_test]). "
-        "Labels: integers 0..C-1; -1 (or an empty CSV cell) = unlabelled.",
+        "Labels: class names (words or whole numbers); an empty cell, -1 or "
+        "--unlabelled-token = unlabelled.",
     ),
-    labelled_classes: str = typer.Option(
-        ..., "--labelled-classes", "-l",
-        help="Classes that get some labels; the rest are hidden (no labels at all). "
-        "Examples: 0-4, 0,2,7, 1-3,8, all (semi-supervised), none (unsupervised).",
+    labelled_classes: str | None = typer.Option(
+        None, "--labelled-classes", "-l",
+        help="Hide labels as the paper does: these classes keep some labels, the rest none. "
+        "Examples: 0-4, 0,2,7, 1-3,8, cat,dog, all (semi-supervised), none (unsupervised). "
+        "Required for built-in datasets; leave it out for your own partly labelled file to "
+        "keep its labels as given (new classes allowed).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Masked-dataset file to write, e.g. mnist-sus.h5.",
@@ -67,6 +74,15 @@ def mask(
     seed: int = SEED_OPTION,
     label_column: str = typer.Option(
         "label", "--label-column", help="CSV only: the column holding the labels."
+    ),
+    unlabelled_token: str | None = typer.Option(
+        None, "--unlabelled-token",
+        help="A label value that means 'unlabelled', e.g. unknown (besides empty, NaN, -1).",
+    ),
+    test_fraction: float | None = typer.Option(
+        None, "--test-fraction",
+        help="For a file without a test split: move this share of rows (0..1, seeded, "
+        "stratified over the labels) into a test set that `susl evaluate` scores.",
     ),
     data_dir: Path | None = DATA_DIR_OPTION,
     download: bool = typer.Option(
@@ -95,20 +111,35 @@ def mask(
 
       susl mask --dataset har --labelled-classes 0-2 --labels-per-class 50 --seed 1 --out har.h5
 
-      susl mask --dataset mydata.csv --label-column target --labelled-classes all --out my.h5
+      susl mask --dataset mydata.csv --label-column target --test-fraction 0.2 --out my.h5
     """
     # Everything that can be checked without the data is checked first: a bad path or option
     # fails fast and nothing is written.
     check_output_path(out, overwrite, inputs=(Path(dataset),))  # a user file is an input
     fraction, per_class = resolve_label_amount(label_fraction, labels_per_class)
-    check_class_spec_syntax(labelled_classes)
+    if labelled_classes is not None:
+        check_class_spec_syntax(labelled_classes)
+    elif dataset.strip().lower() in BUILTIN_DATASETS:
+        raise UsageError(f"{dataset} is fully labelled: give --labelled-classes (e.g. 0-4) to "
+                         "choose which classes keep labels")
+    elif label_fraction is not None or labels_per_class is not None:
+        raise UsageError("--label-fraction and --labels-per-class hide labels of the classes "
+                         "in --labelled-classes: give that too, or drop them to keep the "
+                         "file's labels as given")
     with _download_progress(enabled=download and not quiet) as progress:
         data = load_dataset(dataset, data_dir=data_dir, download=download,
-                            label_column=label_column, progress=progress)
-    classes = parse_class_spec(labelled_classes, data.n_classes)
-    masked = make_masked_dataset(data, classes, label_fraction=fraction,
-                                 labels_per_class=per_class, seed=seed,
-                                 input_features=input_features)
+                            label_column=label_column, progress=progress,
+                            unlabelled_token=unlabelled_token)
+    data = split_off_test(data, test_fraction, seed)
+    if labelled_classes is None:
+        masked = make_as_given_dataset(data, seed=seed, input_features=input_features)
+    else:
+        masked = make_masked_dataset(data, classes_from_spec(labelled_classes, data.class_names),
+                                     label_fraction=fraction, labels_per_class=per_class,
+                                     seed=seed, input_features=input_features)
+    if test_fraction is not None:
+        masked = dataclasses.replace(masked, metadata=dataclasses.replace(
+            masked.metadata, test_fraction=test_fraction))
     write_masked_dataset(out, masked, overwrite=overwrite)
     _show(describe_masked_dataset(out), _masked_table, json_out, quiet)
 
@@ -156,6 +187,8 @@ def _masked_table(s: dict[str, Any]) -> Table:
     names = s["class_names"]
     if s["labels_per_class"] is not None:
         amount = f"{s['labels_per_class']} per labelled class"
+    elif s.get("label_source") == "as-given":
+        amount = "every label in the file"
     elif s["label_fraction"] is not None:
         amount = f"{s['label_fraction']:g} of each labelled class (round(p * n_c))"
     else:
@@ -165,7 +198,8 @@ def _masked_table(s: dict[str, Any]) -> Table:
         ("file", s["path"]),
         ("kind", f"{s['kind']} (format {s['format_version']}, susl {s['susl_version']})"),
         ("dataset", s["dataset"]),
-        ("regime", REGIME_NAMES.get(s["regime"], s["regime"])),
+        ("regime", AS_GIVEN_NOTE if s.get("label_source") == "as-given"
+         else REGIME_NAMES.get(s["regime"], s["regime"])),
         ("inputs", f"{s['input_kind']}, shape {tuple(s['input_shape'])}, "
                    f"{len(names)} classes"),
         ("labelled classes", _classes_text(s["labelled_classes"], names)),
@@ -175,7 +209,9 @@ def _masked_table(s: dict[str, Any]) -> Table:
         ("train", str(s["n_train"])),
         ("labelled", str(s["n_labelled"])),
         ("unlabelled", str(s["n_unlabelled"])),
-        ("test", "none" if s["n_test"] is None else str(s["n_test"])),
+        ("test", "none" if s["n_test"] is None else str(s["n_test"])
+         + (f" (split off: --test-fraction {s['test_fraction']:g})"
+            if s.get("test_fraction") else "")),
         ("labels per class", per_class or "none"),
         ("seed", str(s["seed"])),
         ("created (UTC)", s["created_utc"]),

@@ -30,7 +30,8 @@ _PREDICT = PredictOptions()
 # Rich help keeps single line breaks, so each paragraph is one string.
 SAMPLE_HELP = "\n\n".join((
     "Draw what each component generates: the mean of p(x|y,z), rows = shared z draws.",
-    "Columns are components y, titled with their index and mapped class; every row uses one "
+    "Columns are components y, titled with their class (a labelled class or a discovered "
+    "new-i) and index; every row uses one "
     "standard-normal draw eps shared across columns (M2: the same z; GM-DGM: the same "
     "relative position in each component's Gaussian). Image data gives a PNG; any data can "
     "be written as .csv or .h5 rows (un-standardised, in the layout of the input).",
@@ -40,15 +41,16 @@ SAMPLE_HELP = "\n\n".join((
 PREDICT_HELP = "\n\n".join((
     "Classify new data with the model's q(y|x): one CSV row per input row.",
     "Columns: row, component (argmax q(y|x)), probability (its q), entropy (of q(y|x), "
-    "nats), mapped_class, unlike_labelled.",
-    "mapped_class: component j < n_labelled is the j-th labelled class (by construction); "
-    "an extra component takes the majority true class of the training points of the run's "
-    "mask file assigned to it (its evaluation-only labels; test labels are never read), "
-    "else 'unmapped'.",
+    "nats), class, class_probability, novelty, unlike_labelled.",
+    "class: a labelled class name, or new-1 .. new-k for the classes discovered without "
+    "labels (`susl info RUN` lists them, `susl discover RUN` regroups them); "
+    "class_probability: q(y|x) summed over that class's components. No true label is read.",
+    "novelty: the probability that the row belongs to none of the labelled classes (q mass "
+    "on the components of new classes).",
     "unlike_labelled: entropy above the --entropy-quantile (default 0.95) of the entropies "
     "of the labelled training points of the run's mask file; the threshold is reported. "
     "Empty when the mask file has no labelled points or is gone.",
-    "Examples: susl predict run.h5 new.npz --out predictions.csv;  susl predict run.h5 "
+    "Examples: susl predict run.h5 new.csv --out predictions.csv;  susl predict run.h5 "
     "mnist-sus.h5 --split train --out train-predictions.csv --json",
 ))
 
@@ -59,11 +61,12 @@ def sample(
     run: Path = typer.Argument(..., metavar="RUN", help="A checkpoint from `susl train`."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="samples.png (image data), or .csv / .h5 for the generated "
-        "vectors in input space (columns: component, mapped_class, row, seed, x0..)."),
+        "vectors in input space (columns: component, mapped_class (class name), row, seed, "
+        "x0..)."),
     components: str = typer.Option(
         None, "--components", help="Columns to draw, in this order, e.g. 0,3,5-9 or all. "
         "Default: the components used on the test set of the run's mask file, labelled "
-        "components first, then extra ones ordered by the class they majority-map to."),
+        "components first, then extra ones by discovered class."),
     rows: int = typer.Option(_SAMPLE.rows, "--rows", help="z draws per column (or points "
                              "per component with --most-confident)."),
     seed: int = SEED_OPTION,
@@ -130,14 +133,15 @@ def predict(
 def _render_predictions(s: dict[str, Any]) -> None:
     console = Console()
     console.print(f"wrote {s['out']}: {s['n_rows']} predictions for {s['input']}")
-    table = Table(title="rows per mapped class", title_justify="left")
-    table.add_column("mapped class")
+    table = Table(title="rows per class", title_justify="left")
+    table.add_column("class")
     table.add_column("rows", justify="right")
     table.add_column("share", justify="right")
     for name, count in sorted(s["rows_per_class"].items(), key=lambda kv: -kv[1]):
         table.add_row(name, str(count), f"{100 * count / max(s['n_rows'], 1):.1f}%")
     console.print(table)
-    console.print(f"mapping: {s['mapping_source']}", soft_wrap=True)
+    console.print(f"class names: labelled classes by construction; new-1 .. new-"
+                  f"{s['n_new_classes']}: discovery {s['mapping_source']}", soft_wrap=True)
     if s["entropy_threshold"] is None:
         console.print(f"unlike_labelled: not computed ({s['threshold_source']})",
                       soft_wrap=True)

@@ -90,10 +90,19 @@ def _render(results: list[Evaluation], raw: bool) -> None:
         return
     e = results[0]
     names = e.class_names
+    unscored = f"; {e.n_unscored} without a label, not scored" if e.n_unscored else ""
     console.print(metrics_table(e.metrics, f"{e.checkpoint} on {Path(e.data_file).name} "
-                                           f"({len(e.y_true)} test points)"))
+                                           f"({len(e.y_true)} test points{unscored})"))
     console.print(confusion_table(e.metrics.confusion, names, [*names, "unmapped"],
                                   "true class x mapped class (majority mapping)"))
+    if e.discovery is not None and e.discovery.n_new:
+        found = e.discovery.classify(e.probs)
+        table = np.zeros((len(names), len(e.discovery.class_names)), dtype=np.int64)
+        np.add.at(table, (e.y_true, found), 1)
+        console.print(confusion_table(table, names, list(e.discovery.class_names),
+                                      "true class x class given (labelled + discovered; no "
+                                      f"labels used to name them: {e.discovery_source})",
+                                      diagonal=False))
     if raw:
         k = e.run.model_config.n_components
         console.print(confusion_table(e.metrics.contingency, names, [str(j) for j in range(k)],

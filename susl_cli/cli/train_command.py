@@ -23,7 +23,9 @@ from susl_cli.cli.common import (
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
-from susl_cli.console import make_progress
+from susl_cli.console import discovered_classes_text, make_progress
+from susl_cli.discover import DiscoveryOptions
+from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, Run
 from susl_cli.storage.checkpoint import read_checkpoint_meta
@@ -148,6 +150,12 @@ def train(
                                 "\\[default: estimated from the mask]."),
     checkpoint_every: int = _opt("--checkpoint-every", "Epochs between checkpoint writes",
                                  TrainConfig, "checkpoint_every"),
+    no_new_classes: bool = typer.Option(
+        False, "--no-new-classes", help="The labelled classes are all there is: no extra "
+        "components (same as --extra-components 0)."),
+    new_classes: int = typer.Option(
+        None, "--new-classes", help="How many new classes to group the extra components into "
+        r"after training \[default: estimated; `susl discover` can redo it]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in OUT."),
     overwrite: bool = OVERWRITE_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -164,6 +172,12 @@ def train(
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
     ).items() if v is not None}
+    if no_new_classes:
+        if extra_components not in (None, 0):
+            raise UsageError("--no-new-classes means no extra components: drop "
+                             "--extra-components")
+        extra_components = 0
+    discovery = DiscoveryOptions(n_new=new_classes)
     options = ModelOptions(model=model, extra_components=extra_components, latent_dim=latent_dim,
                            hidden_units=hidden_units, likelihood=likelihood,
                            gaussian_sigma=gaussian_sigma, input_features=input_features,
@@ -172,7 +186,7 @@ def train(
     try:
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
-                              observer=observer)
+                              observer=observer, discovery=discovery)
     finally:
         observer.close()
     summary = _summary(run, out)
@@ -190,6 +204,8 @@ def _summary(run: Run, out: Path) -> dict:
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
+        "label_source": run.meta.get("label_source", "masked"),
+        "discovery": run.meta.get("discovery"),
     }
 
 
@@ -227,6 +243,7 @@ def _summary_table(s: dict) -> Table:
             ("components used", _components_used_text(final.get("components_used"),
                                                       s["n_components"])),
             ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"))),
+            ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
@@ -253,6 +270,7 @@ def _checkpoint_table(s: dict) -> Table:
         ("epochs", f"{s.get('epoch')} of {tc.get('epochs')}"
                    + (" (finished)" if s.get("completed") else " (resumable)")),
         ("components K", f"{mc.get('n_components')} ({mc.get('n_labelled')} labelled)"),
+        ("new classes", discovered_classes_text(s.get("discovery"))),
         ("latent / hidden", f"{mc.get('latent_dim')} / {mc.get('hidden_units')}"),
         ("likelihood", str(mc.get("likelihood"))),
         ("input features", str(mc.get("input_features", "raw"))), ("seed", str(s.get("seed"))),

@@ -8,6 +8,7 @@ Classes outside L keep no labels at all: they are the hidden classes a model mus
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -30,8 +31,9 @@ REGIME_NAMES = {
     "SS": "semi-supervised (SS)",
     "SUS": "semi-unsupervised (SUS)",
 }
-MAX_CLASSES = 100_000  # class ids above this are refused before a list of them is built
+AS_GIVEN_NOTE = "as given: the file's own labels, new classes allowed"
 _SPEC_EXAMPLES = "e.g. '0-4', '0,2,7', '1-3,8', 'all' or 'none'"
+MAX_CLASS_ID = 100_000  # far above any class count; stops `0-10**20` from building a list
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -55,15 +57,12 @@ def parse_class_spec(spec: str, n_classes: int | None) -> tuple[int, ...]:
             raise UsageError(f"malformed class spec {spec!r}: expected {_SPEC_EXAMPLES}")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
+        if last >= MAX_CLASS_ID:
+            raise UsageError(f"class {last} in {spec!r} is out of range: susl handles class "
+                             f"numbers below {MAX_CLASS_ID}")
         if last < first:
             raise UsageError(f"range {part.strip()!r} in class spec {spec!r} is reversed: "
                              f"write {last}-{first}")
-        limit = MAX_CLASSES if n_classes is None else n_classes
-        if last >= limit:  # before the list is built: 0-10**20 would exhaust memory
-            raise UsageError(f"class {last} in {spec!r} is out of range: "
-                             + (f"this dataset has classes 0..{n_classes - 1}"
-                                if n_classes is not None else f"susl allows at most {limit} "
-                                "classes"))
         classes.extend(range(first, last + 1))
     _check_classes(classes, spec, n_classes)
     return tuple(sorted(classes))
@@ -200,3 +199,83 @@ def make_masked_dataset(
         metadata=metadata,
         y_train_true=dataset.y_train.copy(),
     )
+
+
+def split_off_test(dataset: Dataset, fraction: float | None, seed: int) -> Dataset:
+    """Move a seeded share of the rows into a test set (files that have none).
+
+    Stratified over the labels: round(fraction * n_c) rows of each class c, and the same share
+    of the unlabelled rows (-1) at random, so every class keeps its proportion in both parts.
+    """
+    if fraction is None:
+        return dataset
+    if not (math.isfinite(fraction) and 0.0 < fraction < 1.0):
+        raise UsageError(f"--test-fraction must be in (0, 1), got {fraction}")
+    if dataset.x_test is not None:
+        raise UsageError(f"{dataset.name} already has a test set (x_test, y_test): drop "
+                         "--test-fraction")
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(dataset.y_train), dtype=bool)
+    for value in np.unique(dataset.y_train):
+        rows = np.flatnonzero(dataset.y_train == value)
+        k = int(round(fraction * len(rows)))
+        if value >= 0 and k >= len(rows):
+            raise UsageError(
+                f"--test-fraction {fraction:g} leaves class {dataset.class_names[value]!r} "
+                f"({len(rows)} labelled rows) without training rows: lower it")
+        test[rng.choice(rows, size=k, replace=False)] = True
+    if not test.any():
+        raise UsageError(f"--test-fraction {fraction:g} of {len(test)} rows is no row at all: "
+                         "raise it")
+    return dataclasses.replace(
+        dataset, x_train=dataset.x_train[~test], y_train=dataset.y_train[~test],
+        x_test=dataset.x_train[test], y_test=dataset.y_train[test])
+
+
+def make_as_given_dataset(dataset: Dataset, *, seed: int = 0,
+                          input_features: str | None = None) -> MaskedDataset:
+    """Keep the user's own labels: no class spec, nothing more hidden.
+
+    The labelled classes are those with a training label; classes seen only in the test
+    labels are hidden ones. Classes nobody labelled anywhere may exist too, which is why
+    training offers extra components on such a mask by default.
+    """
+    if input_features is not None:
+        check_input_features(dataset.x_train, dataset.input_kind, input_features)
+    observed = np.asarray(dataset.y_train, dtype=np.int64)
+    counts = np.bincount(observed[observed >= 0], minlength=dataset.n_classes)
+    labelled = tuple(int(c) for c in np.flatnonzero(counts))
+    metadata = MaskMetadata(
+        dataset=dataset.name, source_checksum=dataset.source_checksum,
+        labelled_classes=labelled,
+        hidden_classes=tuple(c for c in range(dataset.n_classes) if c not in labelled),
+        labelled_counts=tuple(int(n) for n in counts), seed=int(seed),
+        regime=regime_of(len(labelled), dataset.n_classes),
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        input_features=input_features, label_source="as-given")
+    return MaskedDataset(x_train=dataset.x_train, y_observed=observed, x_test=dataset.x_test,
+                         y_test=dataset.y_test, class_names=dataset.class_names,
+                         input_kind=dataset.input_kind, metadata=metadata)
+
+
+def classes_from_spec(spec: str, class_names: Sequence[str]) -> tuple[int, ...]:
+    """Class ids for a spec, reading numbers as the file's own class numbers.
+
+    A user file labelled {0, 3, 7} has three classes (ids 0, 1, 2) named "0", "3", "7": `-l 3`
+    means the class named 3. Words can be listed too: `-l cat,dog`.
+    """
+    names = [str(n) for n in class_names]
+    index = {name: i for i, name in enumerate(names)}
+    if all(n.isdigit() for n in names) and names != [str(i) for i in range(len(names))]:
+        wanted = parse_class_spec(spec, None if spec.strip().lower() != "all" else len(names))
+        if spec.strip().lower() == "all":
+            return wanted
+        missing = [str(c) for c in wanted if str(c) not in index]
+        if missing:
+            raise UsageError(f"class {missing[0]} in {spec!r} is not in the data: its classes "
+                             f"are {', '.join(names[:20])}")
+        return tuple(sorted(index[str(c)] for c in wanted))
+    parts = [p.strip() for p in spec.split(",")]
+    if parts and all(p in index for p in parts) and not all(_PART.match(p) for p in parts):
+        return tuple(sorted({index[p] for p in parts}))
+    return parse_class_spec(spec, len(names))

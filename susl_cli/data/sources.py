@@ -48,7 +48,6 @@ HAR_ZIP_NAME = "human+activity+recognition+using+smartphones.zip"
 HAR_ZIP_URL = f"https://archive.ics.uci.edu/static/public/240/{HAR_ZIP_NAME}"
 BUILTIN_DATASETS = ("mnist", "fashion-mnist", "har", "har-features")
 USER_SUFFIXES = (".npz", ".csv", ".h5", ".hdf5")
-MAX_CLASSES = 10_000  # labels are class numbers: a larger one is an id column or a damaged file
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +75,7 @@ def load_dataset(
     download: bool = False,
     label_column: str = "label",
     progress: ProgressCallback | None = None,
+    unlabelled_token: str | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name, or a user's .npz/.csv/.h5 file by path."""
     key = name_or_path.strip().lower()
@@ -87,7 +87,8 @@ def load_dataset(
         return _load_har_features(data_dir, download, progress)
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() in USER_SUFFIXES or path.exists():
-        return load_user_file(path, label_column=label_column)
+        return load_user_file(path, label_column=label_column,
+                              unlabelled_token=unlabelled_token)
     raise UsageError(
         f"unknown dataset {name_or_path!r}: choose one of {', '.join(BUILTIN_DATASETS)}, "
         "or give the path of a .npz, .csv or .h5 file"
@@ -253,27 +254,21 @@ def _download_har_zip(target: Path, progress: ProgressCallback | None) -> Path:
 
 # --- user files ------------------------------------------------------------------------------
 
-def load_user_file(path: Path, label_column: str = "label") -> Dataset:
+def load_user_file(path: Path, label_column: str = "label",
+                   unlabelled_token: str | None = None) -> Dataset:
     """A user's .npz (x, y[, x_test, y_test]), .csv (features + label column) or .h5 file.
 
-    Labels must be integers 0..C-1, with -1 (or an empty CSV cell) for unlabelled points;
-    C is the largest label + 1 and the class names are "0".."C-1".
+    Labels are class names (words or whole numbers); an empty cell, NaN, -1 or
+    `unlabelled_token` marks an unlabelled row. Every distinct label is one class.
     """
     path = Path(path)
-    x_train, y_train, x_test, y_test = read_user_arrays(path, label_column)
-    known = [y[y >= 0] for y in (y_train, y_test) if y is not None]
-    n_classes = int(max((int(y.max()) + 1 for y in known if y.size), default=0))
-    if n_classes > MAX_CLASSES:
-        raise DataError(
-            f"{path}: the largest label is {n_classes - 1}, so the data would have {n_classes} "
-            f"classes (labels are class numbers 0..C-1); susl handles at most {MAX_CLASSES}: "
-            "renumber the labels 0..C-1"
-        )
+    x_train, y_train, x_test, y_test, class_names = read_user_arrays(
+        path, label_column, unlabelled_token)
     xs = [x for x in (x_train, x_test) if x is not None]
     in_unit = all(float(x.min()) >= 0.0 and float(x.max()) <= 1.0 for x in xs)
     return Dataset(
         name=path.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-        class_names=tuple(str(c) for c in range(n_classes)),
+        class_names=class_names,
         # Values in [0, 1] suit a Bernoulli likelihood like the image datasets; others Gaussian.
         input_kind="image" if in_unit else "real",
         source_checksum=file_sha256(path),

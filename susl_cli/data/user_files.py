@@ -12,22 +12,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from susl_cli.data.formats import as_features, as_labels, check_same_length
+from susl_cli.data.formats import as_features, check_same_length
+from susl_cli.data.labels import encode_labels
 from susl_cli.errors import DataError
 from susl_cli.resources import exceeds_memory, format_bytes
 from susl_cli.storage.files import check_regular_file, note_input
 from susl_cli.storage.masked import read_user_h5
 
-UserArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+# x_train, y_train (-1 = unlabelled), x_test, y_test (or None), class names (index = class id)
+UserArrays = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, tuple[str, ...]]
 _NAMES = ("x", "y", "x_test", "y_test")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def read_user_arrays(path: Path, label_column: str = "label") -> UserArrays:
-    """x_train (float32), y_train (int64, -1 = unlabelled), x_test and y_test (or None)."""
+def read_user_arrays(path: Path, label_column: str = "label",
+                     unlabelled_token: str | None = None) -> UserArrays:
+    """x_train (float32), y_train (int64, -1 = unlabelled), x_test and y_test (or None), and
+    the class names: labels may be words or whole numbers (see susl_cli/data/labels.py)."""
     path = Path(path)
-    return _validate(path, _read_any(path, label_column, labels_required=True))
+    return _validate(path, _read_any(path, label_column, labels_required=True),
+                     unlabelled_token)
 
 
 def read_user_inputs(path: Path, label_column: str = "label"
@@ -77,23 +82,27 @@ def _check_size(path: Path, size: int) -> None:
                         f"{format_bytes(available)} of free memory: use a smaller file")
 
 
-def _validate(path: Path, raw: dict[str, np.ndarray]) -> UserArrays:
+def _validate(path: Path, raw: dict[str, np.ndarray], unlabelled_token: str | None
+              ) -> UserArrays:
     x = as_features(raw["x"], f"{path} (x)")
-    y = as_labels(raw["y"], f"{path} (y)")
-    check_same_length(x, y, str(path))
     if ("x_test" in raw) != ("y_test" in raw):
         have, lack = ("x_test", "y_test") if "x_test" in raw else ("y_test", "x_test")
         raise DataError(f"{path} has {have} but no {lack}: give both or neither")
+    (y, y_test), names = encode_labels((raw["y"], raw.get("y_test")), f"{path} (labels)",
+                                       unlabelled_token)
+    check_same_length(x, y, str(path))
+    if not (y >= 0).any():
+        raise DataError(f"{path}: no training row has a label (the label column is empty): "
+                        "label some rows, or check --label-column / --unlabelled-token")
     if "x_test" not in raw:
-        return x, y, None, None
+        return x, y, None, None, names
     x_test = as_features(raw["x_test"], f"{path} (x_test)")
-    y_test = as_labels(raw["y_test"], f"{path} (y_test)")
     check_same_length(x_test, y_test, f"{path} (test set)")
     if x_test.shape[1:] != x.shape[1:]:
         raise DataError(
             f"{path}: x_test rows have shape {x_test.shape[1:]} but x rows {x.shape[1:]}"
         )
-    return x, y, x_test, y_test
+    return x, y, x_test, y_test, names
 
 
 def _read_npz(path: Path, required: tuple[str, ...] = ("x", "y")) -> dict[str, np.ndarray]:
@@ -196,7 +205,8 @@ def _read_csv(path: Path, label_column: str, label_required: bool = True
             f"{path} has no label column {label_column!r} (columns: {shown}): name it with "
             "--label-column"
         )
-    features = frame.drop(columns=[label_column])
+    _refuse_second_label_column(path, frame, label_column)
+    features = _drop_index_column(frame.drop(columns=[label_column]))
     if features.shape[1] == 0:
         raise DataError(f"{path} has no feature columns besides {label_column!r}")
     text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
@@ -205,16 +215,29 @@ def _read_csv(path: Path, label_column: str, label_required: bool = True
             f"{path}: column(s) {', '.join(text[:5])} are not numeric: susl needs numeric "
             "features (encode or drop them)"
         )
-    return {"x": features.to_numpy(dtype=np.float64), "y": _csv_labels(path, frame[label_column])}
+    return {"x": features.to_numpy(dtype=np.float64), "y": _csv_labels(frame[label_column])}
 
 
-def _csv_labels(path: Path, labels: pd.Series) -> np.ndarray:
-    """Labels as floats with empty cells -> -1 (unlabelled); words are refused."""
-    numeric = pd.to_numeric(labels, errors="coerce")
-    words = labels.notna() & numeric.isna()
-    if words.any():
-        raise DataError(
-            f"{path}: label {labels[words].iloc[0]!r} in column {labels.name!r} is not a number: "
-            "labels must be integers 0..C-1, or empty / -1 for unlabelled"
-        )
-    return numeric.fillna(-1).to_numpy(dtype=np.float64)
+def _csv_labels(labels: pd.Series) -> np.ndarray:
+    """The label cells as they are (names or numbers; empty cells as None)."""
+    return np.asarray([None if pd.isna(v) else v for v in labels.tolist()], dtype=object)
+
+
+def _refuse_second_label_column(path: Path, frame: pd.DataFrame, label_column: str) -> None:
+    """pandas renames a repeated header `label` to `label.1`: it would be read as a feature."""
+    repeats = [str(c) for c in frame.columns if str(c).startswith(f"{label_column}.")
+               and str(c)[len(label_column) + 1:].isdigit()]
+    if repeats:
+        raise DataError(f"{path} has the label column {label_column!r} more than once (pandas "
+                        f"read the repeat as {repeats[0]!r}): keep one")
+
+
+def _drop_index_column(features: pd.DataFrame) -> pd.DataFrame:
+    """Drop the unnamed row-number column that `DataFrame.to_csv()` writes by default."""
+    first = str(features.columns[0]) if features.shape[1] else ""
+    if first.startswith("Unnamed: ") and features.shape[1] > 1:
+        values = features.iloc[:, 0].to_numpy()
+        n = len(values)
+        if n and any(np.array_equal(values, np.arange(start, start + n)) for start in (0, 1)):
+            return features.iloc[:, 1:]
+    return features

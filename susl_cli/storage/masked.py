@@ -74,6 +74,10 @@ class MaskMetadata:
     labels_per_class: int | None = None   # unless no class is labelled
     input_features: str | None = None     # feature set chosen at mask time (None: raw); train
                                           # uses it unless --input-features says otherwise
+    # "masked": susl hid labels (the paper's protocol); "as-given": the user's own partial
+    # labels were kept, so classes nobody labelled may exist that no file names
+    label_source: str = "masked"
+    test_fraction: float | None = None    # share of rows split off as the test set by susl
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

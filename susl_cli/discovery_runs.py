@@ -1,0 +1,74 @@
+"""Discovery on a trained run: compute it from the run's training points, store it in the
+checkpoint, and read it back for predict, evaluate, sample and info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from susl_cli.discover import Discovery, DiscoveryOptions, discover_classes, no_discovery
+from susl_cli.errors import DataError
+from susl_cli.evaluate import embed_points, predict_probs
+from susl_cli.runs import Run, check_run_mask, load_model, save_run
+from susl_cli.storage.files import claim_output
+from susl_cli.storage.masked import read_masked_dataset
+
+META_KEY = "discovery"
+
+
+def labelled_names(run: Run) -> list[str]:
+    """Names of the labelled classes, in component order (component j is the j-th of them)."""
+    names = run.meta["class_names"]
+    return [str(names[c]) for c in run.meta["labelled_classes"]]
+
+
+def discover_run(run: Run, x_train: np.ndarray,
+                 options: DiscoveryOptions = DiscoveryOptions()) -> Discovery:
+    """Group the run's extra components using its training inputs (no labels are read)."""
+    n_labelled = run.model_config.n_labelled
+    if run.model_config.n_components == n_labelled:
+        return no_discovery(n_labelled, labelled_names(run))
+    probs = predict_probs(run, x_train)
+    return discover_classes(embed_points(run, x_train), probs, labelled_names(run), options)
+
+
+def stored_discovery(run: Run) -> Discovery | None:
+    data = run.meta.get(META_KEY)
+    return Discovery.from_json(data) if isinstance(data, dict) else None
+
+
+def discovery_of(run: Run, checkpoint: Path, mask: Path | None = None) -> tuple[Discovery, str]:
+    """The run's stored discovery, else one computed now from its mask file; and its source."""
+    stored = stored_discovery(run)
+    if stored is not None:
+        return stored, f"stored in {Path(checkpoint).name} ({stored.method})"
+    x_train = read_run_training_inputs(run, mask, checkpoint)
+    discovery = discover_run(run, x_train)
+    return discovery, ("computed now from the training points (the run has none stored: "
+                       f"`susl discover {checkpoint}` stores it)")
+
+
+def read_run_training_inputs(run: Run, mask: Path | None = None,
+                             checkpoint: Path | None = None) -> np.ndarray:
+    """The training inputs of the mask file the run was trained on (checked by its sha256)."""
+    path = Path(mask) if mask is not None else Path(run.meta["mask_file"])
+    if not path.exists():
+        raise DataError(f"the run's mask file {str(path)!r} is not there: pass --mask with it")
+    check_run_mask(run, Path(checkpoint or "the checkpoint"), path, option="--mask")
+    return read_masked_dataset(path).x_train
+
+
+def rediscover_checkpoint(checkpoint: Path, options: DiscoveryOptions,
+                          mask: Path | None = None) -> Discovery:
+    """Recompute the discovery of a checkpoint with `options` and store it (atomic rewrite)."""
+    claim_output(Path(checkpoint))  # it rewrites the checkpoint: not while `train` writes it
+    run = load_model(Path(checkpoint), with_optimizer=True)
+    discovery = discover_run(run, read_run_training_inputs(run, mask, checkpoint), options)
+    store_discovery(run, Path(checkpoint), discovery)
+    return discovery
+
+
+def store_discovery(run: Run, checkpoint: Path, discovery: Discovery) -> None:
+    run.meta[META_KEY] = discovery.to_json()
+    save_run(run, checkpoint, completed=bool(run.meta.get("completed", False)))
