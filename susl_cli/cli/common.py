@@ -47,6 +47,7 @@ class OneLineErrorGroup(TyperGroup):
             return super().main(args, prog_name, standalone_mode=False, **extra)
         if sys.stdout is None:  # started with stdout closed (`>&-`): printing must fail loudly
             sys.stdout = ClosedStdout()
+        _errors_reported.clear()
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as err:
@@ -67,6 +68,10 @@ class OneLineErrorGroup(TyperGroup):
         except KeyboardInterrupt:
             sys.stderr.write("error: interrupted\n")
             sys.exit(130)
+        if result == 130 and not _errors_reported:
+            # Typer turns a KeyboardInterrupt outside the command (while click parses, or just
+            # after the command returned) into a silent exit 130: say what happened
+            sys.stderr.write("error: interrupted\n")
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -87,10 +92,15 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_errors_reported: list[str] = []  # the error line of the running command, once written
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Write one line to stderr and return the Exit to raise."""
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    line = f"error: {' '.join(str(message).split())}\n"
+    sys.stderr.write(line)
     sys.stderr.flush()
+    _errors_reported.append(line)
     return typer.Exit(code)
 
 

@@ -161,3 +161,17 @@ def test_sigint_before_the_first_checkpoint_says_nothing_was_saved(tmp_path: Pat
     assert result.exit_code == 130 and "before any epoch was saved" in message, message
     assert "--resume" not in message.replace("without --resume", "") and not run.exists()
     figures.add("interrupts")
+
+
+def test_sigint_outside_the_command_is_reported(monkeypatch, figures):
+    """Typer turns a KeyboardInterrupt raised while click parses (or just after the command)
+    into a silent exit 130; susl still prints its one line (found while testing issue 19)."""
+    from typer.core import TyperGroup
+
+    def interrupted(self, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TyperGroup, "invoke", interrupted)
+    result = invoke(["info", "x.h5"])
+    assert result.exit_code == 130 and result.stderr == "error: interrupted\n", result.stderr
+    figures.add("interrupts")
