@@ -10,6 +10,7 @@ import numpy as np
 from susl_cli.discover import Discovery, DiscoveryOptions, discover_classes, no_discovery
 from susl_cli.evaluate import embed_points, predict_probs
 from susl_cli.runs import Run, check_run_mask, load_model, run_mask_file, save_run
+from susl_cli.storage.files import claim_output
 from susl_cli.storage.masked import read_masked_dataset
 
 META_KEY = "discovery"
@@ -60,6 +61,7 @@ def read_run_training_inputs(run: Run, checkpoint: Path, mask: Path | None = Non
 def rediscover_checkpoint(checkpoint: Path, options: DiscoveryOptions,
                           mask: Path | None = None) -> Discovery:
     """Recompute the discovery of a checkpoint with `options` and store it (atomic rewrite)."""
+    claim_output(Path(checkpoint))  # it rewrites the checkpoint: not while `train` writes it
     run = load_model(Path(checkpoint), with_optimizer=True)
     discovery = discover_run(run, read_run_training_inputs(run, Path(checkpoint), mask), options)
     store_discovery(run, Path(checkpoint), discovery)

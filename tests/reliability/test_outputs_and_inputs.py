@@ -199,6 +199,7 @@ READERS_OF_A_RUNS_MASK = {
     "evaluate": lambda b: ["evaluate", b.run, "--json", *CPU],
     "sample": lambda b: ["sample", b.run, "-o", b.folder / "s.csv", *CPU],
     "predict": lambda b: ["predict", b.run, b.data, "-o", b.folder / "p.csv", *CPU],
+    "discover": lambda b: ["discover", b.run],
 }
 
 
