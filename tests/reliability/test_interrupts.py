@@ -80,11 +80,11 @@ def _check_outcome(result: subprocess.CompletedProcess, out: Path) -> str:
 
 @pytest.fixture(scope="module")
 def wide_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30000 x 256 random floats: compressing its mask keeps HDF5 busy for a few seconds."""
+    """40000 x 256 random floats: compressing its mask keeps HDF5 busy for a few seconds."""
     path = tmp_path_factory.mktemp("wide") / "wide.npz"
     rng = np.random.default_rng(3)
-    y = np.repeat(np.arange(4), 7500)
-    np.savez(path, x=rng.normal(size=(30000, 256)).astype(np.float32), y=y)
+    y = np.repeat(np.arange(4), 10000)
+    np.savez(path, x=rng.normal(size=(40000, 256)).astype(np.float32), y=y)
     return path
 
 
@@ -95,6 +95,10 @@ def test_sigint_in_every_phase_of_mask(wide_npz: Path, tmp_path: Path, figures):
     env = subprocess_env(tmp_path)
     out = tmp_path / "m.h5"
     args = ["mask", "-d", wide_npz, "-l", "0-1", "-o", out, "--quiet"]
+    start = time.monotonic()
+    assert subprocess.run(susl_command(*args), env=env, capture_output=True).returncode == 0
+    duration = time.monotonic() - start
+    out.unlink()
     outcomes = []
     for fraction in (0.0, 0.25, 0.5, 0.7):  # imports, reading, masking, HDF5, writing
         result = _interrupt(args, env, tmp_path, fraction * duration, NUMPY)
