@@ -25,8 +25,8 @@ def discover(
         None, "--new-classes", help="Group into exactly N new classes, when you know how many "
         "classes nobody labelled \\[default: estimated from the data]."),
     method: str = typer.Option(
-        _DEFAULTS.method, "--method", help="Distance between components: latent (overlap "
-        "of their latent densities) or overlap (how often q(y|x) hesitates between them)."),
+        _DEFAULTS.method, "--method", help="Distance between components: overlap (how often "
+        "q(y|x) hesitates between them) or latent (overlap of their latent densities)."),
     min_points: int = typer.Option(
         _DEFAULTS.min_points, "--min-points", help="Components with fewer training points "
         "join the nearest group instead of forming one \\[default 0: 0.1% of the rows, >= 5]."),
