@@ -95,10 +95,10 @@ class SampleGrid:
 
     @property
     def column_titles(self) -> list[str]:
-        """Two lines per column: the class (a labelled one or a discovered new-i) over the
-        component it draws."""
-        return [f"{name}\ncomp {c}" for c, name in zip(self.components, self.mapped_names,
-                                                      strict=True)]
+        """Two labelled lines per column: "comp 33" (the component) over "class new-2" (a
+        labelled class or a discovered one)."""
+        return [f"comp {c}\nclass {name}" for c, name in zip(self.components, self.mapped_names,
+                                                             strict=True)]
 
     def cells(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of every filled cell, column by column."""
@@ -273,8 +273,8 @@ def _caption(options: SampleOptions, ref: Reference | None) -> str:
     else:
         columns = (f"Columns: the components used on {where}, labelled ones first, then extra "
                    "ones by class.")
-    titles = ("Titles: the class (labelled: by construction; new-i: a class discovered without "
-              "labels, see `susl info RUN`) over comp = the component.")
+    titles = ("Titles: comp = component, class = the class it stands for (labelled: by "
+              "construction; new-i: a class discovered without labels, see `susl info RUN`).")
     return " ".join((what, columns, titles))
 
 

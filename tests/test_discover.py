@@ -79,17 +79,20 @@ def test_a_fixed_number_of_new_classes() -> None:
         DiscoveryOptions(method="magic")
 
 
-def test_overlapping_components_of_one_class_are_one_new_class() -> None:
-    """Four extra components sharing one blob (centres 0.3 apart, points sd 0.5): they
-    overlap so much that even the last merge is below the one-class distance."""
+@pytest.mark.parametrize("method", ["latent", "overlap"])
+def test_overlapping_components_of_one_class_are_one_new_class(method: str) -> None:
+    """Four extra components sharing one blob (centres 0.3 apart, points sd 0.5), among which
+    q(y|x) hesitates (0.4 on a point's own component, 0.2 on each other): they overlap so
+    much that even the last merge is below the one-class distance."""
     rng = np.random.default_rng(1)
     component = np.repeat(np.arange(2, 6), 150)
     offsets = 0.3 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
     embedding = offsets[component - 2] + rng.normal(0, 0.5, (600, 2))
     probs = np.full((600, 6), 1e-3)
-    probs[np.arange(600), component] = 1.0
+    probs[:, 2:] = 0.2
+    probs[np.arange(600), component] = 0.4
     probs /= probs.sum(1, keepdims=True)
-    found = discover_classes(embedding, probs, ["a", "b"])
+    found = discover_classes(embedding, probs, ["a", "b"], DiscoveryOptions(method=method))
     assert found.n_new == 1 and found.details["silhouette"] is None
 
 

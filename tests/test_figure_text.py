@@ -60,9 +60,9 @@ def test_sample_grid_column_titles_say_what_each_number_is(runner, tiny_image_ru
     assert "comp = component" in summary["caption"]
     from susl_cli.sample import SampleGrid
 
-    titles = SampleGrid(np.empty(0), np.array([first, 33]), np.array([0, -1]), ["0", "1"],
-                        "means", 0, "", True, "run.h5").column_titles
-    assert titles == [f"comp {first}\nclass 0", "comp 33\nclass unmapped"]
+    titles = SampleGrid(np.empty(0), np.array([first, 33]), np.array([0, 2]),
+                        ["0", "1", "new-1"], "means", 0, "", True, "run.h5").column_titles
+    assert titles == [f"comp {first}\nclass 0", "comp 33\nclass new-1"]
 
 
 def test_predicting_from_a_wide_csv_prints_no_pandas_warning(runner, tiny_image_run, tmp_path):
