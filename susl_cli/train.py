@@ -29,6 +29,7 @@ from susl_cli.config import PAPER_PRESETS, TrainConfig
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
+from susl_cli.share_guard import component_share_ratios, unlabelled_targets, update_multipliers
 from susl_cli.storage.h5 import check_output_path, peek_kind
 from susl_cli.storage.masked import file_sha256, read_masked_dataset
 
@@ -79,6 +80,7 @@ class TrainingData:
     y_labelled: torch.Tensor  # (N_l,) component index
     x_unlabelled: torch.Tensor  # (N_u, D)
     binarise: bool
+    share_targets: torch.Tensor | None = None  # (n_labelled,) p_u(c), for the merge guard
 
 
 def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
@@ -89,9 +91,15 @@ def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
     unlabelled = np.flatnonzero(y_observed < 0)
     class_to_component = {c: j for j, c in enumerate(run.meta["labelled_classes"])}
     y = np.asarray([class_to_component[int(c)] for c in y_observed[labelled]], dtype=np.int64)
+    mc = run.model_config
+    targets = None
+    if 0 < mc.n_labelled < mc.n_components and len(unlabelled):
+        counts = np.bincount(y, minlength=mc.n_labelled)
+        targets = torch.tensor(unlabelled_targets(mc.prior, counts, len(unlabelled)),
+                               dtype=x.dtype, device=device)
     return TrainingData(x[torch.from_numpy(labelled).to(device)], torch.from_numpy(y).to(device),
                         x[torch.from_numpy(unlabelled).to(device)],
-                        run.model_config.likelihood == "bernoulli")
+                        mc.likelihood == "bernoulli", targets)
 
 
 def fit(run: Run, data: TrainingData, out_path: Path,
@@ -125,6 +133,12 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         record["components_used"] = float(components_used(labelled, unlabelled))
         record["labelled_share_ratio"] = largest_labelled_share_ratio(
             labelled, unlabelled, run.model_config.prior, run.model_config.n_labelled)
+        if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
+            ratios = component_share_ratios(labelled, unlabelled, run.model_config.prior,
+                                            run.model_config.n_labelled)
+            run.meta["share_multipliers"] = update_multipliers(
+                _multipliers(run), ratios, config.labelled_share_cap)
+            record["share_multiplier_max"] = max(run.meta["share_multipliers"])
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -136,6 +150,15 @@ def fit(run: Run, data: TrainingData, out_path: Path,
             snapshot = _snapshot(run)
         observer.epoch_finished(record)
     return run
+
+
+def _guarded(run: Run, data: TrainingData) -> bool:
+    return run.train_config.labelled_share_cap > 0 and data.share_targets is not None
+
+
+def _multipliers(run: Run) -> list[float]:
+    """The merge guard's multipliers (stored in the checkpoint's meta; 0 = off)."""
+    return list(run.meta.get("share_multipliers") or [0.0] * run.model_config.n_labelled)
 
 
 def _on_disk(out_path: Path, last_saved: int) -> str:
@@ -169,6 +192,10 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     batches_u, batches_l = _batch_indices(data, config.batch_size, config.labelled_batch_size,
                                           generator, device)
     observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
+    guard = None
+    if _guarded(run, data):
+        guard = (torch.tensor(_multipliers(run), dtype=data.x_unlabelled.dtype, device=device),
+                 data.share_targets)
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
@@ -180,7 +207,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         if idx_l is not None:
             x_l = _maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
             y_l = data.y_labelled[idx_l]
-        out = training_loss(model, x_l, y_l, x_u, config, generator)
+        out = training_loss(model, x_l, y_l, x_u, config, generator, guard)
         run.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if config.grad_clip > 0:

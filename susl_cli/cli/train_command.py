@@ -124,6 +124,10 @@ def train(
     marginal_kl: float = _opt("--marginal-kl", "Extra weight on KL(batch-mean q(y|x) || p(y)); "
                               "0 = the paper's objective. Try 1 when few components are used "
                               "(HAR: 4 -> 40 of 43)", TrainConfig, "marginal_kl"),
+    labelled_share_cap: float = _opt("--labelled-share-cap", "Merge guard: while a labelled "
+                                     "component holds more than this multiple of its prior "
+                                     "share, push unlabelled mass out of it; 0 = off",
+                                     TrainConfig, "labelled_share_cap"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
                             "(one sample)", TrainConfig, "y_estimator"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
@@ -160,7 +164,7 @@ def train(
     overrides = {k: v for k, v in dict(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, alpha=alpha,
-        marginal_kl=marginal_kl,
+        marginal_kl=marginal_kl, labelled_share_cap=labelled_share_cap,
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
     ).items() if v is not None}
