@@ -30,8 +30,9 @@ from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, 
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
 from susl_cli.share_guard import component_share_ratios, unlabelled_targets, update_multipliers
+from susl_cli.sizing import choose_by_size
 from susl_cli.storage.h5 import check_output_path, peek_kind
-from susl_cli.storage.masked import file_sha256, read_masked_dataset
+from susl_cli.storage.masked import MaskedDataset, file_sha256, read_masked_dataset
 
 EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
 # glibc mallopt parameters and the values set by `keep_cpu_buffers` (see there).
@@ -385,31 +386,44 @@ def train_mask_file(
     if resume:
         run = _resume(mask_path, out_path, options, train_overrides, torch_device)
     else:
-        options, train_config = _apply_preset(preset, masked.metadata.dataset, options,
-                                              train_overrides)
+        options, train_config, reasons = _apply_preset(preset, masked, options, train_overrides)
         run = new_run(masked, mask_path, options, train_config, torch_device)
+        run.meta["auto_choice"] = list(reasons)  # stored in the checkpoint, shown by train
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
     return fit(run, data, out_path, observer)
 
 
-def _apply_preset(preset: str | None, dataset: str, options: ModelOptions,
-                  overrides: dict[str, object]) -> tuple[ModelOptions, TrainConfig]:
+def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptions,
+                  overrides: dict[str, object]) -> tuple[ModelOptions, TrainConfig, tuple]:
+    """(options, train config, reasons): the user's values, then the preset's or the
+    data-size rules' (susl_cli/sizing.py), then the TrainConfig defaults."""
+    dataset = masked.metadata.dataset
     values: dict[str, object] = {}
-    if preset == "paper":
+    reasons: tuple[str, ...] = ()
+    if preset in (None, "default"):
+        n_unlabelled = int(np.count_nonzero(masked.y_observed < 0))
+        has_hidden = bool(masked.hidden_classes) or not masked.labelled_classes
+        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components)
+        values = dict(choice.train)
+        reasons = choice.reasons
+        if choice.extra_components is not None:
+            options = dataclasses.replace(options, extra_components=choice.extra_components)
+    elif preset == "paper":
         if dataset not in PAPER_PRESETS:
             raise ConfigError(f"--preset paper has values for {', '.join(PAPER_PRESETS)}, "
                               f"not {dataset!r}: set the sizes yourself")
         p = PAPER_PRESETS[dataset]
         values = {"batch_size": p.batch_size, "labelled_batch_size": p.batch_size,
-                  "learning_rate": p.learning_rate}
+                  "learning_rate": p.learning_rate, "marginal_kl": 0.0,
+                  "labelled_share_cap": 0.0}  # the paper's objective
         options = dataclasses.replace(
             options,
             latent_dim=options.latent_dim or p.latent_dim,
             hidden_units=options.hidden_units or p.hidden_units,
         )
-    elif preset not in (None, "default"):
+    else:
         raise ConfigError(f"unknown --preset {preset!r}: use paper or default")
-    return options, TrainConfig(**{**values, **overrides})  # type: ignore[arg-type]
+    return options, TrainConfig(**{**values, **overrides}), reasons  # type: ignore[arg-type]
 
 
 def _resume(mask_path: Path, out_path: Path, options: ModelOptions,

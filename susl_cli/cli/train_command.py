@@ -105,7 +105,9 @@ def train(
                      "seed", min=0, max=SEED_MAX),
     device: str = DEVICE_OPTION,
     preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
-                       "mnist, fashion-mnist or har."),
+                       "mnist, fashion-mnist or har, 40 extra components and the paper's "
+                       "objective (no marginal KL, no merge guard) \\[default: settings "
+                       "chosen by data size, listed in the summary]."),
     extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
                                  "\\[default: 40 if some class has no labels, else 0; 0 on a "
                                  "SUS mask = accidental SUS]."),
@@ -194,6 +196,7 @@ def _summary(run: Run, out: Path) -> dict:
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
+        "chosen": list(run.meta.get("auto_choice") or []),
     }
 
 
@@ -218,7 +221,8 @@ def _labelled_share_text(ratio: float | None) -> str:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1")
+        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1, "
+                 "a lower --labelled-share-cap or more --epochs")
     return text
 
 
@@ -236,6 +240,7 @@ def _summary_table(s: dict) -> Table:
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
             ("training time", f"{s['total_seconds']:.1f} s"),
+            ("chosen for you", "\n".join(s["chosen"]) or "nothing (preset or your options)"),
             ("next", f"susl evaluate {s['checkpoint']}")]
     for key, value in rows:
         table.add_row(key, value)
