@@ -106,7 +106,7 @@ def train(
     device: str = DEVICE_OPTION,
     preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
                        "mnist, fashion-mnist or har, 40 extra components and the paper's "
-                       "objective (no marginal KL, no merge guard) \\[default: settings "
+                       "objective (no marginal KL; the merge guard stays on) \\[default: settings "
                        "chosen by data size, listed in the summary]."),
     extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
                                  "\\[default: 40 if some class has no labels, else 0; 0 on a "
