@@ -99,7 +99,7 @@ def training_loss(
             loss = loss + config.marginal_kl * marginal
             logged["marginal_kl_u"] = marginal
         if share_guard is not None:  # logged every step (0 while off): one set of keys
-            penalty = share_penalty(logits, *share_guard)
+            penalty = share_penalty(logits, *share_guard, config.labelled_share_cap)
             loss = loss + penalty
             logged["share_penalty_u"] = penalty
         logged["elbo_u"] = unl["elbo"].mean()

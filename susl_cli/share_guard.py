@@ -9,7 +9,7 @@ into it (README "Choices": HAR split 3-5, MNIST SUS seed 3).
 The guard treats "ratio_c <= cap" as a constraint and enforces it with a Lagrangian term on
 each unlabelled batch,
 
-    penalty = sum_{c labelled} lambda_c * q_bar(c) / p_u(c),
+    penalty = sum_{c labelled} lambda_c * relu(q_bar(c) / p_u(c) - cap),
 
 q_bar the batch mean of q(y|x), p_u(c) the share of the *unlabelled* points expected in c
 ((p(y=c) N - labelled count of c) / N_u). The multipliers start at 0 (the plain objective)
@@ -67,9 +67,12 @@ def update_multipliers(multipliers: Sequence[float], ratios: np.ndarray,
     return out
 
 
-def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor,
-                  targets: torch.Tensor) -> torch.Tensor:
-    """sum_c lambda_c q_bar(c) / p_u(c) over the labelled components (logits (B, K))."""
+def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torch.Tensor,
+                  cap: float) -> torch.Tensor:
+    """sum_c lambda_c relu(q_bar(c) / p_u(c) - cap) over the labelled components (logits
+    (B, K)): only the excess over the cap is pushed out. Measured: a penalty on all of
+    q_bar(c) (or on the excess over the prior's share) emptied the labelled components of a
+    tiny image set in 3 epochs (classifier accuracy on the labelled classes 1.0 -> 0.5 / 0.8)."""
     n_labelled = multipliers.numel()
     q_bar = torch.softmax(logits, -1)[:, :n_labelled].mean(0)  # (n_labelled,)
-    return (multipliers * q_bar / targets).sum()
+    return (multipliers * torch.relu(q_bar / targets - cap)).sum()

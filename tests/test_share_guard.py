@@ -18,6 +18,7 @@ from susl_cli.config import TrainConfig
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset
 from susl_cli.errors import ConfigError
+from susl_cli.evaluate import predict_probs
 from susl_cli.runs import ModelOptions, load_model
 from susl_cli.share_guard import (
     LAMBDA_START,
@@ -26,7 +27,7 @@ from susl_cli.share_guard import (
     unlabelled_targets,
     update_multipliers,
 )
-from susl_cli.storage.masked import write_masked_dataset
+from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import train_mask_file
 
 
@@ -42,7 +43,7 @@ def lookalike_mask(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def train_lookalike(tmp_path: Path, cap: float, epochs: int = 20):
+def train_lookalike(tmp_path: Path, cap: float, epochs: int = 40):
     mask = tmp_path / "mask.h5"
     if not mask.exists():
         lookalike_mask(mask)
@@ -63,8 +64,12 @@ def test_guard_undoes_a_hidden_class_merging_into_a_lookalike_labelled_one(tmp_p
     assert after <= LABELLED_SHARE_WARNING < before
     assert max(guarded.history["share_multiplier_max"]) >= LAMBDA_START  # the guard did act
     assert "share_multiplier_max" not in unguarded.history
-    # more components in use: the hidden points went to extra components
-    assert guarded.history["components_used"][-1] > unguarded.history["components_used"][-1]
+    # the look-alike hidden class (true labels read here for scoring only) left component 0
+    masked = read_masked_dataset(tmp_path / "mask.h5", with_true_labels=True)
+    hidden = masked.x_train[masked.y_train_true == 2]
+    in_zero = [float((predict_probs(run, hidden).argmax(-1) == 0).mean())
+               for run in (unguarded, guarded)]
+    assert in_zero[0] > 0.5 > in_zero[1]
     # the multipliers travel with the checkpoint, so a resumed run continues the same schedule
     assert load_model(out).meta["share_multipliers"] == guarded.meta["share_multipliers"]
 
@@ -84,14 +89,18 @@ def test_unlabelled_targets_remove_the_labelled_points_from_the_prior_share():
     np.testing.assert_allclose(ratios, [2.0, 1.0])
 
 
-def test_penalty_pushes_only_labelled_mass_down_in_proportion_to_the_multiplier():
-    logits = torch.zeros(5, 4, requires_grad=True)
-    penalty = share_penalty(logits, torch.tensor([2.0, 0.0]), torch.tensor([0.25, 0.25]))
-    assert penalty.item() == pytest.approx(2.0 * 0.25 / 0.25)
+def test_penalty_pushes_out_only_the_excess_over_the_cap_of_penalised_components():
+    logits = torch.zeros(5, 4, requires_grad=True)  # q_bar = 0.25 on every component
+    multipliers, targets = torch.tensor([2.0, 0.0]), torch.tensor([0.1, 0.1])
+    penalty = share_penalty(logits, multipliers, targets, cap=1.5)
+    assert penalty.item() == pytest.approx(2.0 * (0.25 / 0.1 - 1.5))
     penalty.backward()
     grad = logits.grad
     assert (grad[:, 0] > 0).all()  # descent lowers the logit of the penalised component
     assert (grad[:, 1:] < 0).all()  # and raises the others (softmax coupling)
+    # within the cap: no force at all, whatever the multiplier
+    within = share_penalty(torch.zeros(5, 4), multipliers, torch.tensor([0.2, 0.2]), cap=1.5)
+    assert within.item() == 0.0
 
 
 def test_cap_must_be_off_or_above_one():
