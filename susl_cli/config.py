@@ -97,9 +97,11 @@ class TrainConfig:
     marginal_kl: float = 0.0
     # Act on the merge signal (susl_cli/share_guard.py): while a labelled component holds more
     # than this multiple of its prior share of the training points, a penalty with a growing
-    # multiplier pushes unlabelled mass out of it. 0 = off (the paper's objective). Healthy
-    # runs sit at 1.04-1.06 (MNIST SUS), so the guard stays off there.
-    labelled_share_cap: float = 1.15
+    # multiplier pushes unlabelled mass out of it to the extra components. 0 = off, the
+    # default: measured on a 3,000-row MNIST slice (6 epochs) a cap of 1.15 cost labelled-class
+    # accuracy (0.86 -> 0.63), because early in training labelled components hold nearly
+    # everything; on a synthetic look-alike set it undoes a merge (tests/test_share_guard.py).
+    labelled_share_cap: float = 0.0
     grad_clip: float = 0.0  # elementwise clip of gradients to [-c, c]; 0 disables
     weight_decay: float = 0.0
     seed: int = 0

@@ -415,8 +415,7 @@ def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptio
         p = PAPER_PRESETS[dataset]
         values = {"batch_size": p.batch_size, "labelled_batch_size": p.batch_size,
                   "learning_rate": p.learning_rate, "marginal_kl": 0.0}  # paper's objective
-        # The merge guard stays on (inert while no labelled component holds more than
-        # --labelled-share-cap times its prior share); --labelled-share-cap 0 turns it off.
+
         options = dataclasses.replace(
             options,
             latent_dim=options.latent_dim or p.latent_dim,

@@ -96,8 +96,9 @@ def test_penalty_pushes_out_only_the_excess_over_the_cap_of_penalised_components
     assert penalty.item() == pytest.approx(2.0 * (0.25 / 0.1 - 1.5))
     penalty.backward()
     grad = logits.grad
-    assert (grad[:, 0] > 0).all()  # descent lowers the logit of the penalised component
-    assert (grad[:, 1:] < 0).all()  # and raises the others (softmax coupling)
+    assert (grad[:, 0] > 0).all()  # descent lowers the logit of the penalised component,
+    assert (grad[:, 2:] < 0).all()  # raises the extra components' logits
+    assert (grad[:, 1] == 0).all()  # and leaves the other labelled component alone
     # within the cap: no force at all, whatever the multiplier
     within = share_penalty(torch.zeros(5, 4), multipliers, torch.tensor([0.2, 0.2]), cap=1.5)
     assert within.item() == 0.0

@@ -101,5 +101,4 @@ def test_preset_paper_keeps_the_papers_objective_and_components(small_mask, tmp_
     assert json.loads(result.output)["chosen"] == []
     assert run.model_config.n_components == 2 + 40  # the paper's n_aug
     assert run.train_config.marginal_kl == 0
-    # the merge guard is a safeguard, not a setting of the paper's model: on unless turned off
-    assert run.train_config.labelled_share_cap == TrainConfig().labelled_share_cap > 0
+    assert run.train_config.labelled_share_cap == TrainConfig().labelled_share_cap == 0

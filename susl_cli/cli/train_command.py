@@ -106,7 +106,7 @@ def train(
     device: str = DEVICE_OPTION,
     preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
                        "mnist, fashion-mnist or har, 40 extra components and the paper's "
-                       "objective (no marginal KL; the merge guard stays on) \\[default: settings "
+                       "objective (no marginal KL) \\[default: settings "
                        "chosen by data size, listed in the summary]."),
     extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
                                  "\\[default: 40 if some class has no labels, else 0; 0 on a "
@@ -128,7 +128,7 @@ def train(
                               "(HAR: 4 -> 40 of 43)", TrainConfig, "marginal_kl"),
     labelled_share_cap: float = _opt("--labelled-share-cap", "Merge guard: while a labelled "
                                      "component holds more than this multiple of its prior "
-                                     "share, push unlabelled mass out of it; 0 = off",
+                                     "share, push unlabelled mass out of it (try 1.15); 0 = off",
                                      TrainConfig, "labelled_share_cap"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
                             "(one sample)", TrainConfig, "y_estimator"),
@@ -221,8 +221,8 @@ def _labelled_share_text(ratio: float | None) -> str:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1, "
-                 "a lower --labelled-share-cap or more --epochs")
+        text += ("; a hidden class may be merging into a labelled one: try --marginal-kl 1 "
+                 "or the merge guard (--labelled-share-cap 1.15)")
     return text
 
 
