@@ -17,6 +17,7 @@ from susl_cli.config import PRIOR_MIN, TrainConfig
 from susl_cli.errors import ConfigError
 from susl_cli.losses import categorical_entropy, expectation_over_y
 from susl_cli.models.base import SuslModel
+from susl_cli.share_guard import share_penalty
 
 
 @dataclass
@@ -72,8 +73,13 @@ def training_loss(
     x_unlabelled: torch.Tensor | None,
     config: TrainConfig,
     generator: torch.Generator | None = None,
+    share_guard: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossOutput:
-    """Negative of objective (11) on one labelled and one unlabelled batch (either may be None)."""
+    """Negative of objective (11) on one labelled and one unlabelled batch (either may be None).
+
+    `share_guard` = (multipliers, unlabelled targets), both (n_labelled,): the merge guard's
+    penalty (susl_cli/share_guard.py) added on the unlabelled batch; None or all-zero = off.
+    """
     loss = torch.zeros((), device=model.log_prior.device)
     logged: dict[str, torch.Tensor] = {}
     if x_labelled is not None and y_labelled is not None:
@@ -92,6 +98,10 @@ def training_loss(
             marginal = marginal_kl(logits, model.log_prior)
             loss = loss + config.marginal_kl * marginal
             logged["marginal_kl_u"] = marginal
+        if share_guard is not None:  # logged every step (0 while off): one set of keys
+            penalty = share_penalty(logits, *share_guard, config.labelled_share_cap)
+            loss = loss + penalty
+            logged["share_penalty_u"] = penalty
         logged["elbo_u"] = unl["elbo"].mean()
         logged["recon_u"] = unl["recon"].mean()
         logged["kl_z_u"] = unl["kl_z"].mean()

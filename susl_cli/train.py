@@ -31,9 +31,11 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
+from susl_cli.share_guard import component_share_ratios, unlabelled_targets, update_multipliers
+from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
-from susl_cli.storage.masked import file_sha256, read_masked_dataset
+from susl_cli.storage.masked import MaskedDataset, file_sha256, read_masked_dataset
 from susl_cli.training_log import history_csv_path, write_history_csv
 
 EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
@@ -104,6 +106,7 @@ class TrainingData:
     y_labelled: torch.Tensor  # (N_l,) component index
     x_unlabelled: torch.Tensor  # (N_u, D)
     binarise: bool
+    share_targets: torch.Tensor | None = None  # (n_labelled,) p_u(c), for the merge guard
 
 
 def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
@@ -114,9 +117,15 @@ def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
     unlabelled = np.flatnonzero(y_observed < 0)
     class_to_component = {c: j for j, c in enumerate(run.meta["labelled_classes"])}
     y = np.asarray([class_to_component[int(c)] for c in y_observed[labelled]], dtype=np.int64)
+    mc = run.model_config
+    targets = None
+    if 0 < mc.n_labelled < mc.n_components and len(unlabelled):
+        counts = np.bincount(y, minlength=mc.n_labelled)
+        targets = torch.tensor(unlabelled_targets(mc.prior, counts, len(unlabelled)),
+                               dtype=x.dtype, device=device)
     return TrainingData(x[torch.from_numpy(labelled).to(device)], torch.from_numpy(y).to(device),
                         x[torch.from_numpy(unlabelled).to(device)],
-                        run.model_config.likelihood == "bernoulli")
+                        mc.likelihood == "bernoulli", targets)
 
 
 def fit(run: Run, data: TrainingData, out_path: Path,
@@ -149,6 +158,12 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         record["components_used"] = float(components_used(labelled, unlabelled))
         record["labelled_share_ratio"] = largest_labelled_share_ratio(
             labelled, unlabelled, run.model_config.prior, run.model_config.n_labelled)
+        if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
+            ratios = component_share_ratios(labelled, unlabelled, run.model_config.prior,
+                                            run.model_config.n_labelled)
+            run.meta["share_multipliers"] = update_multipliers(
+                _multipliers(run), ratios, config.labelled_share_cap)
+            record["share_multiplier_max"] = max(run.meta["share_multipliers"])
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -195,6 +210,15 @@ def _interrupted_message(epoch: int, out_path: Path, last_saved: int) -> str:
             "was not written): run the command again, without --resume")
 
 
+def _guarded(run: Run, data: TrainingData) -> bool:
+    return run.train_config.labelled_share_cap > 0 and data.share_targets is not None
+
+
+def _multipliers(run: Run) -> list[float]:
+    """The merge guard's multipliers (stored in the checkpoint's meta; 0 = off)."""
+    return list(run.meta.get("share_multipliers") or [0.0] * run.model_config.n_labelled)
+
+
 def _on_disk(out_path: Path, last_saved: int) -> str:
     """What a stopped run left in its checkpoint file, for the error message."""
     if last_saved:
@@ -226,6 +250,10 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     batches_u, batches_l = _batch_indices(data, config.batch_size, config.labelled_batch_size,
                                           generator, device)
     observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
+    guard = None
+    if _guarded(run, data):
+        guard = (torch.tensor(_multipliers(run), dtype=data.x_unlabelled.dtype, device=device),
+                 data.share_targets)
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
@@ -237,7 +265,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         if idx_l is not None:
             x_l = _maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
             y_l = data.y_labelled[idx_l]
-        out = training_loss(model, x_l, y_l, x_u, config, generator)
+        out = training_loss(model, x_l, y_l, x_u, config, generator, guard)
         run.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if config.grad_clip > 0:
@@ -425,9 +453,9 @@ def train_mask_file(
     if resume:
         run = _resume(mask_path, out_path, options, train_overrides, torch_device)
     else:
-        options, train_config = _apply_preset(preset, masked.metadata.dataset, options,
-                                              train_overrides)
+        options, train_config, reasons = _apply_preset(preset, masked, options, train_overrides)
         run = new_run(masked, mask_path, options, train_config, torch_device)
+        run.meta["auto_choice"] = list(reasons)  # stored in the checkpoint, shown by train
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
     run = fit(run, data, out_path, observer)
     store_discovery(run, out_path, discover_run(run, masked.x_train,
@@ -435,24 +463,39 @@ def train_mask_file(
     return run
 
 
-def _apply_preset(preset: str | None, dataset: str, options: ModelOptions,
-                  overrides: dict[str, object]) -> tuple[ModelOptions, TrainConfig]:
+def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptions,
+                  overrides: dict[str, object]) -> tuple[ModelOptions, TrainConfig, tuple]:
+    """(options, train config, reasons): the user's values, then the preset's or the
+    data-size rules' (susl_cli/sizing.py), then the TrainConfig defaults."""
+    dataset = masked.metadata.dataset
     values: dict[str, object] = {}
-    if preset == "paper":
+    reasons: tuple[str, ...] = ()
+    if preset in (None, "default"):
+        n_unlabelled = int(np.count_nonzero(masked.y_observed < 0))
+        # labels as given: classes nobody labelled may exist, so extra components are offered
+        has_hidden = (bool(masked.hidden_classes) or not masked.labelled_classes
+                      or masked.metadata.label_source == "as-given")
+        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components)
+        values = dict(choice.train)
+        reasons = choice.reasons
+        if choice.extra_components is not None:
+            options = dataclasses.replace(options, extra_components=choice.extra_components)
+    elif preset == "paper":
         if dataset not in PAPER_PRESETS:
             raise ConfigError(f"--preset paper has values for {', '.join(PAPER_PRESETS)}, "
                               f"not {dataset!r}: set the sizes yourself")
         p = PAPER_PRESETS[dataset]
         values = {"batch_size": p.batch_size, "labelled_batch_size": p.batch_size,
-                  "learning_rate": p.learning_rate}
+                  "learning_rate": p.learning_rate, "marginal_kl": 0.0}  # paper's objective
+
         options = dataclasses.replace(
             options,
             latent_dim=options.latent_dim or p.latent_dim,
             hidden_units=options.hidden_units or p.hidden_units,
         )
-    elif preset not in (None, "default"):
+    else:
         raise ConfigError(f"unknown --preset {preset!r}: use paper or default")
-    return options, TrainConfig(**{**values, **overrides})  # type: ignore[arg-type]
+    return options, TrainConfig(**{**values, **overrides}), reasons  # type: ignore[arg-type]
 
 
 # What `--resume` may change: the length of the run and how often it is saved.

@@ -129,7 +129,9 @@ def train(
                      "seed", min=0, max=SEED_MAX),
     device: str = DEVICE_OPTION,
     preset: str = _opt("--preset", "'paper': Table A.1 sizes, batch and learning rate for "
-                       "mnist, fashion-mnist or har."),
+                       "mnist, fashion-mnist or har, 40 extra components and the paper's "
+                       "objective (no marginal KL) \\[default: settings "
+                       "chosen by data size, listed in the summary]."),
     extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
                                  "\\[default: 40 if some class has no labels, else 0; 0 on a "
                                  "SUS mask = accidental SUS]."),
@@ -148,6 +150,10 @@ def train(
     marginal_kl: float = _opt("--marginal-kl", "Extra weight on KL(batch-mean q(y|x) || p(y)); "
                               "0 = the paper's objective. Try 1 when few components are used "
                               "(HAR: 4 -> 40 of 43)", TrainConfig, "marginal_kl"),
+    labelled_share_cap: float = _opt("--labelled-share-cap", "Merge guard: while a labelled "
+                                     "component holds more than this multiple of its prior "
+                                     "share, push unlabelled mass out of it (try 1.15); 0 = off",
+                                     TrainConfig, "labelled_share_cap"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
                             "(one sample)", TrainConfig, "y_estimator"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
@@ -198,7 +204,7 @@ def train(
     overrides = {k: v for k, v in dict(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, alpha=alpha,
-        marginal_kl=marginal_kl,
+        marginal_kl=marginal_kl, labelled_share_cap=labelled_share_cap,
         y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds,
@@ -263,6 +269,7 @@ def _summary(run: Run, out: Path) -> dict:
         "total_seconds": float(sum(run.history.get("seconds", []))),
         "label_source": run.meta.get("label_source", "masked"),
         "discovery": run.meta.get("discovery"),
+        "chosen": list(run.meta.get("auto_choice") or []),
     }
 
 
@@ -296,7 +303,8 @@ def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
         text += ("; a hidden class may be merging into a labelled one: "
-                 f"{_marginal_kl_hint(marginal_kl)}")
+                 f"{_marginal_kl_hint(marginal_kl)} or the merge guard "
+                 "(--labelled-share-cap 1.15)")
     return text
 
 
@@ -326,6 +334,7 @@ def _summary_table(s: dict) -> Table:
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
             ("training time", f"{s['total_seconds']:.1f} s"),
+            ("chosen for you", "\n".join(s["chosen"]) or "nothing (preset or your options)"),
             ("next", f"susl evaluate {s['checkpoint']}")]
     for key, value in rows:
         table.add_row(key, value)

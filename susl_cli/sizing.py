@@ -1,0 +1,75 @@
+"""Settings chosen from the data when the user leaves them unset (`susl train` without a preset).
+
+The paper's settings (40 extra components, batch 100, 400 epochs, the plain objective) were
+tuned on tens of thousands of rows. On a few hundred to a few thousand rows they give too few
+optimisation steps and far more components than points can fill (wine, 178 rows: 15 of 41
+components used, 79.8% against KMeans' 97.6%; benchmarks/small_data.py). The rules:
+
+- marginal KL weight 1 at every size: measured better or neutral on MNIST, Fashion-MNIST
+  and HAR SUS, and the starved-component failure it prevents is worse on small data;
+- below SMALL_ROWS unlabelled points,
+  - extra components: one per POINTS_PER_EXTRA unlabelled points, between 4 and 40;
+  - batch size (unlabelled and labelled): N_u / 10, between 16 and 100, so an epoch has
+    at least ~10 steps;
+  - epochs: enough for TARGET_STEPS steps (at most 400): steps matter, not epochs.
+
+Every value the user sets wins; `--preset paper` skips all of this. Each choice comes back
+with its reason, which `susl train` prints in its summary and stores in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMALL_ROWS = 10_000  # unlabelled training points below which the small-data rules apply
+POINTS_PER_EXTRA = 20
+MIN_EXTRA, MAX_EXTRA = 4, 40  # 40: the paper's n_aug
+MIN_BATCH, MAX_BATCH = 16, 100
+TARGET_STEPS = 3_000
+MAX_EPOCHS = 400  # the paper's length
+MARGINAL_KL = 1.0
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    """Values for the fields the user left unset, and one reason per chosen value."""
+
+    train: dict[str, object]
+    extra_components: int | None
+    reasons: tuple[str, ...]
+
+
+def choose_by_size(n_unlabelled: int, has_hidden: bool, user_train: dict[str, object],
+                   user_extra: int | None) -> SizeChoice:
+    """The data-size rules above for a mask with `n_unlabelled` unlabelled training points.
+
+    `has_hidden`: some component is offered to unlabelled classes (SUS or US), so the number
+    of extra components is ours to choose.
+    """
+    train: dict[str, object] = {}
+    reasons: list[str] = []
+    if "marginal_kl" not in user_train:
+        train["marginal_kl"] = MARGINAL_KL
+        reasons.append(f"marginal KL {MARGINAL_KL:g}: keeps components in use (README Choices)")
+    extra = None
+    if n_unlabelled >= SMALL_ROWS or n_unlabelled == 0:
+        return SizeChoice(train, extra, tuple(reasons))
+    small = f"{n_unlabelled} unlabelled points < {SMALL_ROWS}"
+    if has_hidden and user_extra is None:
+        extra = int(min(max(n_unlabelled // POINTS_PER_EXTRA, MIN_EXTRA), MAX_EXTRA))
+        reasons.append(f"{extra} extra components: one per {POINTS_PER_EXTRA} unlabelled "
+                       f"points ({small})")
+    batch = user_train.get("batch_size")
+    if batch is None:
+        batch = int(min(max(n_unlabelled // 10, MIN_BATCH), MAX_BATCH))
+        train["batch_size"] = batch
+        if "labelled_batch_size" not in user_train:
+            train["labelled_batch_size"] = batch
+        reasons.append(f"batch {batch}: about 10 steps per epoch ({small})")
+    if "epochs" not in user_train:
+        steps = math.ceil(n_unlabelled / int(batch))  # type: ignore[call-overload]
+        epochs = int(min(math.ceil(TARGET_STEPS / steps), MAX_EPOCHS))
+        train["epochs"] = epochs
+        reasons.append(f"{epochs} epochs: about {TARGET_STEPS} optimisation steps ({small})")
+    return SizeChoice(train, extra, tuple(reasons))

@@ -1,0 +1,111 @@
+"""The merge guard (susl_cli/share_guard.py): training acts on the labelled-share signal.
+
+The end-to-end test builds a tiny set where one hidden class is made to look like a labelled
+one (its centre a short step from labelled class 0's), trains the same run with the guard off
+and on, and checks that the guard brings the largest labelled share under the warning level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from susl_cli.cli.train_command import LABELLED_SHARE_WARNING
+from susl_cli.config import TrainConfig
+from susl_cli.data.masking import make_masked_dataset
+from susl_cli.data.sources import Dataset
+from susl_cli.errors import ConfigError
+from susl_cli.evaluate import predict_probs
+from susl_cli.runs import ModelOptions, load_model
+from susl_cli.share_guard import (
+    LAMBDA_START,
+    component_share_ratios,
+    share_penalty,
+    unlabelled_targets,
+    update_multipliers,
+)
+from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
+from susl_cli.train import train_mask_file
+
+
+def lookalike_mask(path: Path, seed: int = 0) -> Path:
+    """4 classes of 8-d Gaussian points; 0 and 1 labelled (20%), hidden class 2 sits next to 0."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (4, 8))
+    centres[2] = centres[0] + rng.normal(0, 1, 8) * 3 / np.sqrt(8)  # ~3 sd away: separable
+    y = np.repeat(np.arange(4), 150)
+    x = (centres[y] + rng.normal(0, 1, (len(y), 8))).astype(np.float32)
+    data = Dataset("lookalike", x, y, None, None, ("a", "b", "c", "d"), "real", "synthetic")
+    write_masked_dataset(path, make_masked_dataset(data, (0, 1), label_fraction=0.2, seed=0))
+    return path
+
+
+def train_lookalike(tmp_path: Path, cap: float, epochs: int = 40):
+    mask = tmp_path / "mask.h5"
+    if not mask.exists():
+        lookalike_mask(mask)
+    out = tmp_path / f"run-cap{cap}.h5"
+    return train_mask_file(
+        mask, out, options=ModelOptions(extra_components=4, hidden_units=32, latent_dim=2),
+        train_overrides=dict(epochs=epochs, labelled_share_cap=cap, marginal_kl=1.0,
+                             batch_size=50, labelled_batch_size=50),
+        device="cpu", overwrite=True), out
+
+
+def test_guard_undoes_a_hidden_class_merging_into_a_lookalike_labelled_one(tmp_path):
+    unguarded, _ = train_lookalike(tmp_path, cap=0)
+    guarded, out = train_lookalike(tmp_path, cap=1.15)
+    before = unguarded.history["labelled_share_ratio"][-1]
+    after = guarded.history["labelled_share_ratio"][-1]
+    assert before > LABELLED_SHARE_WARNING  # the set does provoke the merge
+    assert after <= LABELLED_SHARE_WARNING < before
+    assert max(guarded.history["share_multiplier_max"]) >= LAMBDA_START  # the guard did act
+    assert "share_multiplier_max" not in unguarded.history
+    # the look-alike hidden class (true labels read here for scoring only) left component 0
+    masked = read_masked_dataset(tmp_path / "mask.h5", with_true_labels=True)
+    hidden = masked.x_train[masked.y_train_true == 2]
+    in_zero = [float((predict_probs(run, hidden).argmax(-1) == 0).mean())
+               for run in (unguarded, guarded)]
+    assert in_zero[0] > 0.5 > in_zero[1]
+    # the multipliers travel with the checkpoint, so a resumed run continues the same schedule
+    assert load_model(out).meta["share_multipliers"] == guarded.meta["share_multipliers"]
+
+
+def test_multipliers_double_above_the_cap_hold_inside_and_fall_below_the_prior():
+    assert update_multipliers([0.0, 0.0], np.array([1.3, 1.1]), cap=1.2) == [LAMBDA_START, 0.0]
+    assert update_multipliers([4.0, 4.0, 4.0], np.array([1.3, 1.1, 0.9]), 1.2) == [8.0, 4.0, 2.0]
+    assert update_multipliers([LAMBDA_START], np.array([0.5]), 1.2) == [0.0]
+
+
+def test_unlabelled_targets_remove_the_labelled_points_from_the_prior_share():
+    # 1000 points, class 0 expected 300 of them, 60 labelled: 240 of the 940 unlabelled
+    targets = unlabelled_targets((0.3, 0.2, 0.5), np.array([60, 40]), n_unlabelled=900)
+    np.testing.assert_allclose(targets, [240 / 900, 160 / 900])
+    ratios = component_share_ratios(np.array([60, 40, 0]), np.array([540, 160, 200]),
+                                    (0.3, 0.2, 0.5), n_labelled=2)
+    np.testing.assert_allclose(ratios, [2.0, 1.0])
+
+
+def test_penalty_pushes_out_only_the_excess_over_the_cap_of_penalised_components():
+    logits = torch.zeros(5, 4, requires_grad=True)  # q_bar = 0.25 on every component
+    multipliers, targets = torch.tensor([2.0, 0.0]), torch.tensor([0.1, 0.1])
+    penalty = share_penalty(logits, multipliers, targets, cap=1.5)
+    assert penalty.item() == pytest.approx(2.0 * (0.25 / 0.1 - 1.5))
+    penalty.backward()
+    grad = logits.grad
+    assert (grad[:, 0] > 0).all()  # descent lowers the logit of the penalised component,
+    assert (grad[:, 2:] < 0).all()  # raises the extra components' logits
+    assert (grad[:, 1] == 0).all()  # and leaves the other labelled component alone
+    # within the cap: no force at all, whatever the multiplier
+    within = share_penalty(torch.zeros(5, 4), multipliers, torch.tensor([0.2, 0.2]), cap=1.5)
+    assert within.item() == 0.0
+
+
+def test_cap_must_be_off_or_above_one():
+    assert TrainConfig(labelled_share_cap=0).labelled_share_cap == 0
+    for bad in (1.0, 0.5, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="labelled-share-cap"):
+            TrainConfig(labelled_share_cap=bad)
