@@ -68,3 +68,32 @@ def test_python_example_errors_are_one_line(tmp_path: Path, tiny_real_run) -> No
                             capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and len(result.stderr.splitlines()) == 1
+
+
+def test_partly_labelled_csv_example_masks_as_the_readme_says(tmp_path: Path, runner) -> None:
+    """The README's own-file example: the CSV has word labels, empty cells and five classes
+    nobody labelled; `susl mask` keeps the labels as given and splits off a test set."""
+    import json
+
+    import pandas as pd
+
+    from susl_cli.cli import app
+
+    csv, truth = tmp_path / "digits.csv", tmp_path / "digits-truth.csv"
+    subprocess.run([sys.executable, str(EXAMPLES / "make_partly_labelled_csv.py"), str(csv),
+                    "--truth", str(truth)], check=True, capture_output=True)
+    frame = pd.read_csv(csv, keep_default_na=False)
+    assert len(frame) == 1797 and frame.shape[1] == 65
+    assert set(frame.label) == {"", "zero", "one", "two", "three", "four"}
+    assert set(pd.read_csv(truth).true_class) >= {"five", "nine"}
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    line = "susl mask --dataset digits.csv --test-fraction 0.2 --out digits.h5"
+    assert line in readme
+    args = line.split()[1:]
+    args[args.index("digits.csv")] = str(csv)
+    args[args.index("digits.h5")] = str(tmp_path / "digits.h5")
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["class_names"] == ["four", "one", "three", "two", "zero"]  # alphabetical
+    assert info["label_source"] == "as-given" and info["n_test"] + info["n_train"] == 1797

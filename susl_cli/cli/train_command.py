@@ -302,9 +302,8 @@ def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: "
-                 f"{_marginal_kl_hint(marginal_kl)} or the merge guard "
-                 "(--labelled-share-cap 1.15)")
+        text += ("; a hidden class may be merging into a labelled one: try the merge guard "
+                 f"(--labelled-share-cap 1.15); {_marginal_kl_hint(marginal_kl)}")
     return text
 
 
