@@ -183,24 +183,5 @@ def as_features(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def as_labels(y: np.ndarray, where: str) -> np.ndarray:
-    """Validate user labels: integers >= 0, or -1 for unlabelled; returned as int64."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise DataError(f"{where}: labels have shape {y.shape}, expected one label per row")
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise DataError(f"{where}: labels have non-numeric type {y.dtype}: use integers 0..C-1")
-    as_int = np.where(np.isfinite(y), y, -2).astype(np.int64) if y.dtype.kind == "f" else y
-    bad = (as_int != y) | (as_int < -1) if y.size else np.zeros(0, bool)
-    if np.any(bad):
-        raise DataError(
-            f"{where}: label {y[np.argmax(bad)].item()!r} is not allowed: labels must be integers "
-            "0..C-1, or -1 for unlabelled"
-        )
-    return as_int.astype(np.int64)
-
-
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
