@@ -15,10 +15,8 @@ import typer
 import typer.main
 from typer.core import TyperCommand, TyperGroup
 
-try:  # typer >= 0.24 ships its own copy of click
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover  older typer uses click itself
-    from click import exceptions as click_errors
+# typer >= 0.24 (the lowest version pyproject.toml allows) ships its own copy of click
+from typer._click import exceptions as click_errors
 
 from susl_cli import __version__
 from susl_cli.cli import startup
