@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import typer
 import typer.main
-from typer.core import TyperCommand, TyperGroup
 
 # typer >= 0.24 (the lowest version pyproject.toml allows) ships its own copy of click
 from typer._click import exceptions as click_errors
+from typer.core import TyperCommand, TyperGroup
 
 from susl_cli import __version__
 from susl_cli.cli import startup
