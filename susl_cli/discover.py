@@ -124,16 +124,21 @@ def no_discovery(n_components: int, labelled_names: list[str]) -> Discovery:
                      tuple([0] * n))
 
 
-def discover_classes(embedding: np.ndarray, probs: np.ndarray, labelled_names: list[str],
+def discover_classes(embedding: np.ndarray | None, probs: np.ndarray, labelled_names: list[str],
                      options: DiscoveryOptions = DiscoveryOptions()) -> Discovery:
     """Group the extra components of a model from its training points (no labels read).
 
-    embedding: (N, d) posterior means of z; probs: (N, K) q(y|x). The first
+    embedding: (N, d) posterior means of z, needed by the "latent" distance only (None for
+    "overlap": small components then join the group whose points' q(y|x) they resemble most);
+    probs: (N, K) q(y|x). The first
     len(labelled_names) components are the labelled classes, in that order.
     """
+    if embedding is None and options.method == "latent":
+        raise ValueError("the latent distance needs the posterior means of z")
     n_labelled = len(labelled_names)
     n_components = probs.shape[1]
     assigned = probs.argmax(-1)
+    features = embedding if embedding is not None else probs
     counts = np.bincount(assigned, minlength=n_components)
     min_points = options.min_points or max(5, math.ceil(0.001 * len(assigned)))
     major = np.asarray([j for j in range(n_labelled, n_components) if counts[j] >= min_points],
@@ -149,7 +154,7 @@ def discover_classes(embedding: np.ndarray, probs: np.ndarray, labelled_names: l
         labels, details["silhouette"] = _cut(distances, options.n_new)
         ranked = _rank(labels, counts[major])
         groups = {int(j): n_labelled + ranked[lab] for j, lab in zip(major, labels, strict=True)}
-    component_class = _finish(groups, embedding, assigned, n_labelled, n_components)
+    component_class = _finish(groups, features, assigned, n_labelled, n_components)
     k = max([c - n_labelled + 1 for c in component_class if c >= n_labelled], default=0)
     names = (*labelled_names, *(f"{NEW_PREFIX}{i + 1}" for i in range(k)))
     sizes = np.bincount(np.asarray(component_class)[assigned], minlength=len(names))
@@ -157,10 +162,10 @@ def discover_classes(embedding: np.ndarray, probs: np.ndarray, labelled_names: l
                      tuple(int(s) for s in sizes), details)
 
 
-def component_distances(method: str, embedding: np.ndarray, probs: np.ndarray,
+def component_distances(method: str, embedding: np.ndarray | None, probs: np.ndarray,
                         assigned: np.ndarray, components: np.ndarray) -> np.ndarray:
     """(E, E) symmetric distances between the given components (zero diagonal)."""
-    if method == "latent":
+    if method == "latent" and embedding is not None:
         points = [embedding[assigned == j] for j in components]
         floor = embedding.var(0).mean() * VAR_FLOOR + 1e-12
         d = bhattacharyya(np.stack([p.mean(0) for p in points]),

@@ -29,7 +29,10 @@ def discover_run(run: Run, x_train: np.ndarray,
     if run.model_config.n_components == n_labelled:
         return no_discovery(n_labelled, labelled_names(run))
     probs = predict_probs(run, x_train)
-    return discover_classes(embed_points(run, x_train), probs, labelled_names(run), options)
+    # the posterior means of z cost another pass of the encoders: only the latent distance
+    # needs them
+    embedding = embed_points(run, x_train) if options.method == "latent" else None
+    return discover_classes(embedding, probs, labelled_names(run), options)
 
 
 def stored_discovery(run: Run) -> Discovery | None:
@@ -52,9 +55,9 @@ def read_run_training_inputs(run: Run, checkpoint: Path, mask: Path | None = Non
                              ) -> np.ndarray:
     """The training inputs of the mask file the run was trained on (checked by its sha256,
     `--mask` included: discovery must group the components on the run's own points)."""
-    path, _ = run_mask_file(run, Path(checkpoint), mask, option="--mask")
-    if mask is not None:
-        check_run_mask(run, Path(checkpoint), path, option="--mask")
+    path, sha = run_mask_file(run, Path(checkpoint), mask, option="--mask")
+    if mask is not None:  # run_mask_file takes an explicit file as is: it must be the run's
+        check_run_mask(run, Path(checkpoint), path, sha, option="--mask")
     return read_masked_dataset(path).x_train
 
 
