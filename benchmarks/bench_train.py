@@ -162,8 +162,8 @@ def _bench_case(case: Case, masked: MaskedDataset, mask_path: Path, args: argpar
                 pyro_ssvae) -> dict:
     hidden, latent = SIZES[case.size]
     config = TrainConfig(y_estimator=case.estimator, epochs=10**6)
-    run = new_run(masked, mask_path, ModelOptions(model=case.model, hidden_units=hidden,
-                                                  latent_dim=latent), config, torch.device("cpu"))
+    run = new_run(masked, mask_path, ModelOptions(model=case.model, settings={
+        "hidden_units": hidden, "latent_dim": latent}), config, torch.device("cpu"))
     data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
     window = replace(data, x_unlabelled=data.x_unlabelled[:args.steps * config.batch_size])
     svi = None

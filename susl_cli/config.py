@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from susl_cli.errors import ConfigError
@@ -34,15 +34,27 @@ PRIOR_MIN = 1e-30
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Settings every model shares; a model's own settings dataclass (declared in its file
+    under susl_cli/models/) extends this one with fields of its own."""
+
+    latent_dim: int = 5  # d_z (paper Table A.1: 5 MNIST, 10 Fashion-MNIST, 15 HAR)
+    hidden_units: int = 200  # units in each of the two hidden layers
+
+    def __post_init__(self) -> None:
+        _positive(self, *(f.name for f in dataclasses.fields(self)
+                          if f.type in (int, "int")))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a model. `n_components` = K = n_labelled + extra components."""
+    """Shape of a model. `n_components` = K = n_labelled + extra components; `settings` the
+    chosen model's own settings (its settings dataclass, a NetworkSettings)."""
 
     model: str = "gmdgm"
     input_dim: int = 784
     n_components: int = 10
     n_labelled: int = 0  # components 0..n_labelled-1 are tied, in order, to the labelled classes
-    latent_dim: int = 5  # d_z (paper Table A.1: 5 MNIST, 10 Fashion-MNIST, 15 HAR)
-    hidden_units: int = 200  # units in each of the two hidden layers
     likelihood: Likelihood = "bernoulli"
     gaussian_sigma: float = 1.0  # fixed std of p(x|.) for real-valued (standardised) data
     # What the model sees: the raw values, or for time-series windows (channels x steps) their
@@ -53,9 +65,18 @@ class ModelConfig:
     init: Init = "reference"
     # p(y): K probabilities; empty means uniform. Filled in by `class_prior` from the mask.
     prior: tuple[float, ...] = ()
+    settings: NetworkSettings = field(default_factory=NetworkSettings)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.settings.latent_dim
+
+    @property
+    def hidden_units(self) -> int:
+        return self.settings.hidden_units
 
     def __post_init__(self) -> None:
-        _positive(self, "input_dim", "n_components", "latent_dim", "hidden_units")
+        _positive(self, "input_dim", "n_components")
         if not 0 <= self.n_labelled <= self.n_components:
             raise ConfigError(
                 f"{self.n_components} components cannot hold {self.n_labelled} labelled classes: "
@@ -86,14 +107,10 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How a model is fitted (paper appendix A; reference-code values where it is silent)."""
+class ObjectiveConfig:
+    """What the model minimises (paper eqs 6, 7, 11): owned by the model, which applies it in
+    `model(batch)`. The optimiser and schedule live in TrainConfig."""
 
-    epochs: int = 400
-    batch_size: int = 100  # unlabelled points per step (Table A.1's "4" for MNIST reads as a typo)
-    labelled_batch_size: int = 100  # labelled points per step; the small labelled set is cycled
-    learning_rate: float = 1e-3
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
     # Weight of the labelled cross-entropy relative to the per-example ELBO. The paper only
     # says "a factor alpha"; the reference code ran 0.5. Measured on MNIST SUS (README
     # "Choices"): 50 starves the extra components (5 of 45 used), 0.5 keeps them alive.
@@ -111,6 +128,32 @@ class TrainConfig:
     # accuracy (0.86 -> 0.63), because early in training labelled components hold nearly
     # everything; on a synthetic look-alike set it undoes a merge (tests/test_share_guard.py).
     labelled_share_cap: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.gumbel_temperature > 0:
+            raise ConfigError("--gumbel-temperature must be > 0")
+        for name in ("alpha", "marginal_kl"):
+            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.labelled_share_cap != 0 and not (1 < self.labelled_share_cap < math.inf):
+            raise ConfigError(f"--labelled-share-cap must be 0 (off) or a ratio > 1, got "
+                              f"{self.labelled_share_cap}")
+        if self.y_estimator not in ("enumerate", "gumbel"):
+            raise ConfigError(f"unknown --y-estimator {self.y_estimator!r}: enumerate or gumbel")
+        if self.kl not in ("analytic", "sampled"):
+            raise ConfigError(f"unknown --kl {self.kl!r}: analytic or sampled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is fitted: optimiser, batches, schedule, seed, checkpoints (paper appendix
+    A; reference-code values where it is silent). The objective is ObjectiveConfig."""
+
+    epochs: int = 400
+    batch_size: int = 100  # unlabelled points per step (Table A.1's "4" for MNIST reads as a typo)
+    labelled_batch_size: int = 100  # labelled points per step; the small labelled set is cycled
+    learning_rate: float = 1e-3
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = 0.0  # elementwise clip of gradients to [-c, c]; 0 disables
     weight_decay: float = 0.0
     seed: int = 0
@@ -130,21 +173,27 @@ class TrainConfig:
         if not 0 <= self.lr_cycle_start < self.epochs:
             raise ConfigError(f"the learning-rate cycle must start within the run: "
                               f"{self.lr_cycle_start} is not in 0..{self.epochs - 1}")
-        for name in ("learning_rate", "gumbel_temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be > 0")
-        for name in ("alpha", "grad_clip", "weight_decay", "marginal_kl"):
+        if not self.learning_rate > 0:
+            raise ConfigError("--learning-rate must be > 0")
+        for name in ("grad_clip", "weight_decay"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-        if self.labelled_share_cap != 0 and not (1 < self.labelled_share_cap < math.inf):
-            raise ConfigError(f"--labelled-share-cap must be 0 (off) or a ratio > 1, got "
-                              f"{self.labelled_share_cap}")
-        if self.y_estimator not in ("enumerate", "gumbel"):
-            raise ConfigError(f"unknown --y-estimator {self.y_estimator!r}: enumerate or gumbel")
-        if self.kl not in ("analytic", "sampled"):
-            raise ConfigError(f"unknown --kl {self.kl!r}: analytic or sampled")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.lr_schedule!r}: cosine or constant")
+
+
+OBJECTIVE_SETTINGS = tuple(f.name for f in dataclasses.fields(ObjectiveConfig))
+TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def split_settings(values: dict[str, Any]) -> tuple[ObjectiveConfig, TrainConfig]:
+    """One flat dict of training settings (the CLI's flags, `experiment --set`) -> (objective,
+    optimiser/schedule config); an unknown key fails in one line."""
+    unknown = sorted(set(values) - set(OBJECTIVE_SETTINGS) - set(TRAIN_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown training setting {unknown[0]!r}: choose from "
+                          f"{', '.join(sorted(OBJECTIVE_SETTINGS + TRAIN_SETTINGS))}")
+    return from_dict(ObjectiveConfig, values), from_dict(TrainConfig, values)
 
 
 @dataclass(frozen=True)
@@ -186,4 +235,5 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["ModelConfig", "TrainConfig", "Preset", "PAPER_PRESETS", "to_dict", "from_dict"]
+__all__ = ["ModelConfig", "NetworkSettings", "ObjectiveConfig", "TrainConfig", "split_settings",
+           "Preset", "PAPER_PRESETS", "to_dict", "from_dict"]

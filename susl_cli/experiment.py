@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from susl_cli.config import PAPER_PRESETS, ModelConfig, TrainConfig
+from susl_cli.config import (
+    OBJECTIVE_SETTINGS,
+    PAPER_PRESETS,
+    TRAIN_SETTINGS,
+    ModelConfig,
+    split_settings,
+)
 from susl_cli.data.masking import DEFAULT_LABEL_FRACTION
 from susl_cli.data.sources import (
     BUILTIN_DATASETS,
@@ -50,8 +56,8 @@ from susl_cli.experiment_runs import (
     make_tasks,
     prepare_masks,
 )
-from susl_cli.models import MODELS
-from susl_cli.runs import ModelOptions
+from susl_cli.models import MODELS, model_settings, setting_names
+from susl_cli.runs import ModelOptions, model_options
 from susl_cli.train import TrainingInterrupted
 
 TABLES = ("table1", "table2")
@@ -62,11 +68,18 @@ MASK_KIND = {"us": "us", "ss": "ss", "sus": "sus", "ss_known": "ss_known", "acc_
 BUILTIN_N_CLASSES = {"mnist": len(DIGIT_NAMES), "fashion-mnist": len(FASHION_NAMES),
                      "har": len(HAR_NAMES), "har-features": len(HAR_NAMES)}
 PRESETS = ("auto", "paper", "default")
-# --set keys: ModelOptions fields (model options) and TrainConfig fields (training options),
-# less those the grid itself sets.
-MODEL_SETTINGS = tuple(f.name for f in dataclasses.fields(ModelOptions) if f.name != "model")
-TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                       if f.name not in ("epochs", "seed"))
+# --set keys: ModelOptions fields and the registered models' settings (model options), and
+# ObjectiveConfig and TrainConfig fields (training options), less those the grid itself sets.
+OPTION_SETTINGS = tuple(f.name for f in dataclasses.fields(ModelOptions)
+                        if f.name not in ("model", "settings"))
+GRID_TRAIN_SETTINGS = tuple(k for k in OBJECTIVE_SETTINGS + TRAIN_SETTINGS
+                            if k not in ("epochs", "seed"))
+
+
+def model_setting_keys() -> tuple[str, ...]:
+    """Every --set key that is a model option (read from the registry when asked)."""
+    return tuple(dict.fromkeys(OPTION_SETTINGS + tuple(
+        k for name in MODELS for k in setting_names(name))))
 _GRID_FLAGS = {"model": "--models", "epochs": "--epochs", "seed": "--seeds"}
 
 
@@ -140,11 +153,11 @@ class ExperimentConfig:
 
     @property
     def model_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings if k in MODEL_SETTINGS}
+        return {k: v for k, v in self.settings if k in model_setting_keys()}
 
     @property
     def train_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings if k in TRAIN_SETTINGS}
+        return {k: v for k, v in self.settings if k in GRID_TRAIN_SETTINGS}
 
 
 def _check_names(names: Sequence[str], allowed: Sequence[str], what: str, flag: str) -> None:
@@ -171,16 +184,20 @@ def _check_settings(config: ExperimentConfig) -> None:
     for key, _ in config.settings:
         if key in _GRID_FLAGS:
             raise UsageError(f"--set {key}=... is set by the grid: use {_GRID_FLAGS[key]}")
-        if key not in MODEL_SETTINGS and key not in TRAIN_SETTINGS:
+        if key not in model_setting_keys() and key not in GRID_TRAIN_SETTINGS:
             raise UsageError(f"unknown --set key {key!r}: choose from "
-                             f"{', '.join(sorted(MODEL_SETTINGS + TRAIN_SETTINGS))}")
+                             f"{', '.join(sorted(model_setting_keys() + GRID_TRAIN_SETTINGS))}")
     if config.table == "table1" and "extra_components" in config.model_settings:
         raise UsageError("table1 fixes --extra-components at 0 (accidental SUS): drop it "
                          "from --set")
     try:
-        TrainConfig(**{**config.train_settings, "epochs": config.epochs})
-        ModelConfig(**{k: v for k, v in config.model_settings.items()
-                       if k in {f.name for f in dataclasses.fields(ModelConfig)}})
+        split_settings({**config.train_settings, "epochs": config.epochs})
+        shared = model_options(config.model_settings)
+        for name in config.model_names:
+            model_settings(name, shared.settings)
+        ModelConfig(**{k: v for k, v in dataclasses.asdict(shared).items()
+                       if v is not None and k in ("likelihood", "gaussian_sigma",
+                                                  "input_features", "init")})
     except TypeError as err:
         raise ConfigError(f"bad --set value: {err}") from None
     extra = config.model_settings.get("extra_components")

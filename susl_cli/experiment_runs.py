@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from susl_cli.cpu_tuning import tune_cpu
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset, load_dataset
 from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
-from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
+from susl_cli.runs import ModelOptions, Run, load_model, model_options, resolve_device
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.masked import (
     describe_masked_dataset,
@@ -35,11 +36,6 @@ from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
 
 if TYPE_CHECKING:
     from susl_cli.experiment import ExperimentPlan, MaskSpec, RunSpec
-
-# ModelOptions fields stored under the same name in a checkpoint's model config.
-_STORED_MODEL_FIELDS = ("latent_dim", "hidden_units", "likelihood", "gaussian_sigma",
-                        "input_features", "init")
-
 
 class DatasetLoader:
     """Loads the dataset at most once, and only when a mask has to be made."""
@@ -136,14 +132,16 @@ def check_run_settings(checkpoint: Path, model: str, extra_components: int | Non
                        model_settings: dict[str, Any]) -> None:
     """Refuse to skip or resume a checkpoint made with other settings than those asked."""
     meta = read_checkpoint_meta(checkpoint)
-    stored = {**meta.get("model_config", {}), **meta.get("train_config", {}),
-              "model": meta.get("model")}
     mc = meta.get("model_config", {})
+    stored = {**mc, **meta.get("train_config", {}), **meta.get("objective_config", {}),
+              "model": meta.get("model")}
     if "n_components" in mc:
         stored["extra_components"] = int(mc["n_components"]) - int(mc.get("n_labelled", 0))
     asked: dict[str, Any] = {**train_settings, "model": model}
     asked.pop("checkpoint_every", None)  # may change between runs, as with --resume
-    asked.update({k: v for k, v in model_settings.items() if k in _STORED_MODEL_FIELDS})
+    # model options stored under the same name in the model config (the model's settings
+    # dataclass and the shared fields; extra_components is compared below)
+    asked.update({k: v for k, v in model_settings.items() if k in mc})
     if extra_components is not None:
         asked["extra_components"] = extra_components
     for key, value in sorted(asked.items()):
@@ -263,8 +261,8 @@ def make_tasks(plan: ExperimentPlan, mask_sha: Callable[[Path], str]) -> list[Ru
             check_run_settings(run.checkpoint, run.model, run.extra_components,
                                mask_sha(run.mask.path), config.train_settings,
                                config.model_settings)
-        options = ModelOptions(**{**config.model_settings, "model": run.model,
-                                  "extra_components": run.extra_components})
+        options = model_options({**config.model_settings, "model": run.model,
+                                 "extra_components": run.extra_components})
         overrides = {**config.train_settings, "epochs": config.epochs, "seed": run.seed}
         tasks.append(RunTask(run, action, config.table, config.dataset_key, options,
                              tuple(sorted(overrides.items())), config.preset_name,
@@ -313,6 +311,7 @@ def worker_threads(jobs: int) -> int:
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    tune_cpu()  # this process is the grid's own: the CPU settings `susl train` makes
 
 
 def execute_tasks(tasks: Sequence[RunTask], jobs: int,

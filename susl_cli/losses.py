@@ -142,3 +142,14 @@ def expectation_over_y(
         y = gumbel_softmax_st(qy_logits, temperature, generator).unsqueeze(1)  # (B, 1, K)
         return {name: value.squeeze(1) for name, value in terms_fn(y).items()}
     raise ValueError(f"unknown y estimator {estimator!r}")
+
+
+def marginal_kl(logits: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """KL(q_bar || p(y)) with q_bar = the batch mean of q(y|x): how far the share of points each
+    component receives is from the prior's. The ELBO's mean KL(q(y|x) || p(y)) equals the
+    mutual information I(x; y) under q plus this term, so weighting it more keeps the aggregate
+    posterior near p(y) (no component starved) without asking any one q(y|x) to be uncertain.
+    """
+    log_q = torch.log_softmax(logits, -1)  # (B, K)
+    log_q_bar = torch.logsumexp(log_q, 0) - torch.log(torch.tensor(float(len(logits))))  # (K,)
+    return (log_q_bar.exp() * (log_q_bar - log_prior)).sum()

@@ -1,124 +1,15 @@
-"""The training objective (paper eqs 6, 7, 11) assembled from a model's ELBO terms.
+"""The prior p(y) over components and how many extra components a run gets.
 
-Maximise  mean_l[ L(x,y) + alpha * log q(y|x) ] + mean_u[ E_q(y|x) L(x,y) + H[q(y|x)] ];
-the trainer minimises the negative. Terms come back per example and, for logging, as a small
-dataclass of named batch means the trainer records without knowing the model.
+The objective itself (paper eqs 6, 7, 11) is assembled by the model: `model(batch)`, with the
+shared default for the q(y|x) q(z|x,y) family in susl_cli/models/base.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from susl_cli.config import PRIOR_MIN, TrainConfig
+from susl_cli.config import PRIOR_MIN
 from susl_cli.errors import ConfigError
-from susl_cli.losses import categorical_entropy, expectation_over_y
-from susl_cli.models.base import SuslModel
-from susl_cli.share_guard import share_penalty
-
-
-@dataclass
-class LossOutput:
-    """The scalar to minimise and detached batch means of its named terms (device tensors)."""
-
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor]
-
-
-def labelled_elbo(
-    model: SuslModel, x: torch.Tensor, y: torch.Tensor, kl: str, generator: torch.Generator | None
-) -> dict[str, torch.Tensor]:
-    """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors."""
-    onehot = F.one_hot(y, model.config.n_components).to(x.dtype).unsqueeze(1)  # (B, 1, K)
-    terms = {k: v.squeeze(1) for k, v in model.elbo_terms(x.unsqueeze(1), onehot, kl,
-                                                           generator).items()}
-    terms["elbo"] = terms["recon"] - terms["kl_z"] + terms["log_py"]
-    return terms
-
-
-def unlabelled_elbo(
-    model: SuslModel,
-    x: torch.Tensor,
-    estimator: str,
-    temperature: float,
-    kl: str,
-    generator: torch.Generator | None,
-    logits: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,) tensors.
-
-    `logits` of q(y|x) may be passed in when the caller needs them too.
-    """
-    if logits is None:
-        logits = model.classifier_logits(x)
-    x3 = x.unsqueeze(1)  # (B, 1, D): broadcast over the label settings, computed once
-
-    def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return model.elbo_terms(x3, y, kl, generator)
-
-    terms = expectation_over_y(terms_for, logits, estimator, temperature, generator)
-    entropy = categorical_entropy(logits)
-    terms["kl_y"] = -(terms["log_py"] + entropy)  # KL(q(y|x) || p(y)) when enumerating
-    terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
-    return terms
-
-
-def training_loss(
-    model: SuslModel,
-    x_labelled: torch.Tensor | None,
-    y_labelled: torch.Tensor | None,
-    x_unlabelled: torch.Tensor | None,
-    config: TrainConfig,
-    generator: torch.Generator | None = None,
-    share_guard: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> LossOutput:
-    """Negative of objective (11) on one labelled and one unlabelled batch (either may be None).
-
-    `share_guard` = (multipliers, unlabelled targets), both (n_labelled,): the merge guard's
-    penalty (susl_cli/share_guard.py) added on the unlabelled batch; None or all-zero = off.
-    """
-    loss = torch.zeros((), device=model.log_prior.device)
-    logged: dict[str, torch.Tensor] = {}
-    if x_labelled is not None and y_labelled is not None:
-        lab = labelled_elbo(model, x_labelled, y_labelled, config.kl, generator)
-        log_qy = -F.cross_entropy(model.classifier_logits(x_labelled), y_labelled,
-                                  reduction="none")
-        loss = loss - (lab["elbo"] + config.alpha * log_qy).mean()
-        logged["elbo_l"] = lab["elbo"].mean()
-        logged["ce_l"] = -log_qy.mean()
-    if x_unlabelled is not None:
-        logits = model.classifier_logits(x_unlabelled)
-        unl = unlabelled_elbo(model, x_unlabelled, config.y_estimator, config.gumbel_temperature,
-                              config.kl, generator, logits)
-        loss = loss - unl["elbo"].mean()
-        if config.marginal_kl:
-            marginal = marginal_kl(logits, model.log_prior)
-            loss = loss + config.marginal_kl * marginal
-            logged["marginal_kl_u"] = marginal
-        if share_guard is not None:  # logged every step (0 while off): one set of keys
-            penalty = share_penalty(logits, *share_guard, config.labelled_share_cap)
-            loss = loss + penalty
-            logged["share_penalty_u"] = penalty
-        logged["elbo_u"] = unl["elbo"].mean()
-        logged["recon_u"] = unl["recon"].mean()
-        logged["kl_z_u"] = unl["kl_z"].mean()
-        logged["kl_y_u"] = unl["kl_y"].mean()
-    logged["loss"] = loss
-    return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
-
-
-def marginal_kl(logits: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
-    """KL(q_bar || p(y)) with q_bar = the batch mean of q(y|x): how far the share of points each
-    component receives is from the prior's. The ELBO's mean KL(q(y|x) || p(y)) equals the
-    mutual information I(x; y) under q plus this term, so weighting it more keeps the aggregate
-    posterior near p(y) (no component starved) without asking any one q(y|x) to be uncertain.
-    """
-    log_q = torch.log_softmax(logits, -1)  # (B, K)
-    log_q_bar = torch.logsumexp(log_q, 0) - torch.log(torch.tensor(float(len(logits))))  # (K,)
-    return (log_q_bar.exp() * (log_q_bar - log_prior)).sum()
 
 
 def default_extra_components(n_labelled: int, n_classes: int) -> int:

@@ -7,6 +7,7 @@ hold all of it as plain arrays, so an interrupted run resumes exactly where it s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,14 @@ import numpy as np
 import torch
 
 from susl_cli import __version__
-from susl_cli.config import ModelConfig, TrainConfig, from_dict, to_dict
-from susl_cli.errors import ConfigError, DataError, DeviceError, FileFormatError
-from susl_cli.models import build_model
+from susl_cli.config import ModelConfig, ObjectiveConfig, TrainConfig, from_dict, to_dict
+from susl_cli.errors import ConfigError, DataError, DeviceError, FileFormatError, UsageError
+from susl_cli.models import (
+    build_model,
+    model_config_from_dict,
+    model_config_to_dict,
+    model_settings,
+)
 from susl_cli.models.base import SuslModel
 from susl_cli.objective import (
     as_given_labelled_mass,
@@ -38,17 +44,40 @@ class ModelOptions:
 
     None means "the ModelConfig default"; `extra_components` None means 40 when some class
     has no labels and 0 otherwise; `likelihood` None means from the data (images: Bernoulli).
+    `settings`: the model's own settings the user set (KEY -> value, e.g. latent_dim), checked
+    against the chosen model's settings dataclass (susl_cli/models/__init__.py).
     """
 
     model: str | None = None  # None: ModelConfig's default (gmdgm), or the resumed run's
     extra_components: int | None = None
-    latent_dim: int | None = None
-    hidden_units: int | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
     likelihood: str | None = None
     gaussian_sigma: float | None = None
     input_features: str | None = None
     init: str | None = None
     labelled_mass: float | None = None
+
+
+def parse_model_options(items: Sequence[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings (`--model-option`) -> {key: text}; the model's settings dataclass
+    converts and checks them (susl_cli.models.model_settings)."""
+    parsed = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not text.strip():
+            raise UsageError(f"--model-option expects KEY=VALUE (e.g. latent_dim=10), got "
+                             f"{item!r}")
+        parsed[key] = text.strip()
+    return parsed
+
+
+def model_options(values: Mapping[str, Any]) -> ModelOptions:
+    """ModelOptions from one flat dict (`experiment --set`): ModelOptions' own fields, and the
+    model's settings (latent_dim, ...) for every other key."""
+    own = {f.name for f in dataclasses.fields(ModelOptions)} - {"settings"}
+    return ModelOptions(**{k: v for k, v in values.items() if k in own},
+                        settings={k: v for k, v in values.items() if k not in own})
 
 
 @dataclass
@@ -101,8 +130,9 @@ def make_model_config(masked: MaskedDataset, transform_dim: int, options: ModelO
     if len(labelled) + extra == 0:
         raise ConfigError("no labelled classes and no extra components: give "
                           "--extra-components N (N > 0) to cluster unlabelled data")
+    settings = model_settings(options.model or ModelConfig.model, options.settings)
     # before the prior (one float per component) is built: K = 10^9 would exhaust memory here
-    check_components_fit(len(labelled) + extra, options.hidden_units or ModelConfig.hidden_units)
+    check_components_fit(len(labelled) + extra, settings.hidden_units)
     counts = np.asarray([meta.labelled_counts[c] for c in labelled], dtype=float)
     mass = options.labelled_mass
     if mass is None and len(labelled) and extra:
@@ -112,14 +142,15 @@ def make_model_config(masked: MaskedDataset, transform_dim: int, options: ModelO
     chosen = {k: v for k, v in dataclasses.asdict(options).items()
               if v is not None and k in {f.name for f in dataclasses.fields(ModelConfig)}}
     chosen["likelihood"] = likelihood
-    return ModelConfig(**{**chosen, "input_dim": transform_dim,
+    return ModelConfig(**{**chosen, "settings": settings, "input_dim": transform_dim,
                           "n_components": len(labelled) + extra, "n_labelled": len(labelled),
                           "prior": class_prior(counts, extra, mass)})
 
 
 def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
-            train_config: TrainConfig, device: torch.device) -> Run:
-    """Build a fresh, seeded run for a mask file."""
+            train_config: TrainConfig, device: torch.device,
+            objective: ObjectiveConfig | None = None) -> Run:
+    """Build a fresh, seeded run for a mask file; the model owns `objective`."""
     likelihood = options.likelihood or ("bernoulli" if masked.input_kind == "image" else "gaussian")
     # the representation: this command's choice, else the one recorded at mask time
     features = options.input_features or masked.metadata.input_features or "raw"
@@ -130,7 +161,8 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
     check_model_fits(model_config, device, training=True,
                      batch_rows=min(train_config.batch_size, n)
                      + min(train_config.labelled_batch_size, n))
-    model = build_model(model_config)
+    model = build_model(model_config, objective)
+    model_config = model.config  # its settings as the model's own settings dataclass
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global RNG
         torch.manual_seed(train_config.seed)
         model.reset_parameters()
@@ -197,7 +229,9 @@ def make_optimizer(model: SuslModel, config: TrainConfig) -> torch.optim.Optimiz
 
 def save_run(run: Run, path: Path, completed: bool) -> None:
     meta = {**run.meta, "epoch": run.epoch, "completed": completed,
-            "model_config": to_dict(run.model_config), "train_config": to_dict(run.train_config)}
+            "model_config": model_config_to_dict(run.model_config),
+            "objective_config": to_dict(run.model.objective),
+            "train_config": to_dict(run.train_config)}
     write_checkpoint(path, CheckpointData(
         meta=meta,
         weights={k: v.detach().cpu().numpy() for k, v in run.model.state_dict().items()},
@@ -216,10 +250,13 @@ def load_model(path: Path, device: torch.device | str = "cpu",
     """Rebuild a run (model in eval mode) from a checkpoint file."""
     data = read_checkpoint(path, with_optimizer=with_optimizer)
     try:
-        model_config = from_dict(ModelConfig, data.meta["model_config"])
+        model_config = model_config_from_dict(data.meta["model_config"])
         train_config = from_dict(TrainConfig, data.meta["train_config"])
+        # files written before the objective had its own config hold it in train_config
+        objective = from_dict(ObjectiveConfig, data.meta.get("objective_config")
+                              or data.meta["train_config"])
         check_model_fits(model_config, "cpu", training=False, source=str(path))
-        model = build_model(model_config)
+        model = build_model(model_config, objective)
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in data.weights.items()}
         model.load_state_dict(state)
         transform = InputTransform.from_arrays(data.transform)
@@ -239,7 +276,8 @@ def load_model(path: Path, device: torch.device | str = "cpu",
             raise FileFormatError(f"{str(path)!r} holds a damaged optimizer state ({detail}): "
                                   "start a new run with --overwrite") from None
     meta = {k: v for k, v in data.meta.items()
-            if k not in ("model_config", "train_config", "epoch", "completed")}
+            if k not in ("model_config", "objective_config", "train_config", "epoch",
+                         "completed")}
     meta["completed"] = bool(data.meta.get("completed", False))
     return Run(model_config, train_config, transform, model, optimizer, meta, epoch, history)
 

@@ -16,7 +16,7 @@ from data_helpers import assert_one_line_error
 
 from susl_cli import experiment_runs
 from susl_cli.cli import app
-from susl_cli.config import TrainConfig
+from susl_cli.config import ObjectiveConfig
 from susl_cli.experiment import ExperimentConfig, plan_experiment
 from susl_cli.experiment_runs import make_tasks
 
@@ -81,7 +81,7 @@ def test_table2_grid_writes_tables_then_resumes(tiny_npz: Path, tmp_path: Path, 
     assert (folder / "ss_m2_seed0.h5").stat().st_mtime_ns != stamps[folder / "ss_m2_seed0.h5"]
 
     changed = runner.invoke(app, [*args, "--set", "alpha=3"])
-    stored = TrainConfig().alpha
+    stored = ObjectiveConfig().alpha
     assert_one_line_error(changed,
                           contains=f"trained with alpha={stored}, this experiment asks alpha=3")
 

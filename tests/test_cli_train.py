@@ -186,8 +186,9 @@ def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_ma
 
 def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
     from susl_cli.cli.train_command import LABELLED_SHARE_WARNING, _labelled_share_text
+    from susl_cli.diagnostics import assignment_counts, largest_labelled_share_ratio
     from susl_cli.storage.masked import read_masked_dataset
-    from susl_cli.train import assignment_counts, largest_labelled_share_ratio, prepare_data
+    from susl_cli.train import prepare_data
 
     masked = read_masked_dataset(tiny_mask)
     run = new_run(masked, tiny_mask, ModelOptions(extra_components=4), TrainConfig(),
@@ -196,7 +197,9 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(t
     k = run.model_config.n_components
     # every point into labelled component 0: its share is 1, so the ratio is 1 / p(y=0)
     run.model.classifier_logits = lambda x: torch.eye(k)[torch.zeros(len(x), dtype=torch.long)]
-    ratio = largest_labelled_share_ratio(*assignment_counts(run, data), run.model_config.prior,
+    ratio = largest_labelled_share_ratio(*assignment_counts(run.model, data.x_labelled,
+                                                           data.x_unlabelled),
+                                         run.model_config.prior,
                                          run.model_config.n_labelled)
     assert ratio == pytest.approx(1 / run.model_config.prior[0])
     assert ratio > LABELLED_SHARE_WARNING and "--marginal-kl 1" in _labelled_share_text(ratio)
@@ -234,18 +237,18 @@ def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tm
 
 
 def test_help_shows_the_config_dataclass_defaults(runner):
-    from susl_cli.config import ModelConfig, TrainConfig
+    from susl_cli.config import NetworkSettings, ObjectiveConfig, TrainConfig
 
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     lines = {line.split()[1].split(",")[0]: line for line in result.stdout.splitlines()
              if line.startswith("│") and len(line.split()) > 1 and line.split()[1][:2] == "--"}
-    for option, config, field in (("--alpha", TrainConfig, "alpha"),
+    for option, config, field in (("--alpha", ObjectiveConfig, "alpha"),
                                   ("--epochs", TrainConfig, "epochs"),
                                   ("--learning-rate", TrainConfig, "learning_rate"),
-                                  ("--marginal-kl", TrainConfig, "marginal_kl"),
-                                  ("--y-estimator", TrainConfig, "y_estimator"),
-                                  ("--latent-dim", ModelConfig, "latent_dim")):
+                                  ("--marginal-kl", ObjectiveConfig, "marginal_kl"),
+                                  ("--y-estimator", ObjectiveConfig, "y_estimator"),
+                                  ("--latent-dim", NetworkSettings, "latent_dim")):
         default = config.__dataclass_fields__[field].default
         assert f"[default: {default}]" in lines[option], lines[option]
     # no fixed default: the mask file's choice, else raw (tests/test_cli_window_features.py)

@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from susl_cli import losses
-from susl_cli.config import ModelConfig, TrainConfig
-from susl_cli.models import build_model
+from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, TrainConfig
+from susl_cli.cpu_tuning import keep_cpu_buffers, tune_cpu
+from susl_cli.models import Batch, build_model
 from susl_cli.models.networks import MLP, ConditionalTrunk, GaussianHead
-from susl_cli.objective import training_loss
 from susl_cli.runs import make_optimizer
-from susl_cli.train import keep_cpu_buffers, tune_cpu
 
 DT = torch.float64
 B, D, K, Z, H = 6, 12, 5, 3, 16
@@ -44,8 +43,9 @@ def naive_log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def _model(name: str) -> torch.nn.Module:
-    config = ModelConfig(model=name, input_dim=D, n_components=K, n_labelled=2, latent_dim=Z,
-                         hidden_units=H, prior=(0.3, 0.2, 0.2, 0.2, 0.1))
+    config = ModelConfig(model=name, input_dim=D, n_components=K, n_labelled=2,
+                         settings=NetworkSettings(latent_dim=Z, hidden_units=H),
+                         prior=(0.3, 0.2, 0.2, 0.2, 0.1))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(config)
@@ -60,9 +60,9 @@ def _loss_and_grads(model, estimator: str, kl: str) -> tuple[torch.Tensor, list[
     x_l = torch.bernoulli(torch.full((B, D), 0.4, dtype=DT), generator=g)
     y_l = torch.randint(2, (B,), generator=g)
     x_u = torch.bernoulli(torch.full((B, D), 0.6, dtype=DT), generator=g)
-    config = TrainConfig(y_estimator=estimator, kl=kl, alpha=2.0)
+    model.objective = ObjectiveConfig(y_estimator=estimator, kl=kl, alpha=2.0)
     model.zero_grad(set_to_none=True)
-    loss = training_loss(model, x_l, y_l, x_u, config, _gen(2)).loss
+    loss = model(Batch(x_l, y_l, x_u, _gen(2))).loss
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 

@@ -11,7 +11,7 @@ from scipy import stats
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
 from susl_cli import losses
-from susl_cli.config import ModelConfig
+from susl_cli.config import ModelConfig, NetworkSettings
 from susl_cli.models import build_model
 
 DT = torch.float64
@@ -251,8 +251,7 @@ def _small_model(name: str) -> torch.nn.Module:
         input_dim=10,
         n_components=4,
         n_labelled=2,
-        latent_dim=3,
-        hidden_units=16,
+        settings=NetworkSettings(latent_dim=3, hidden_units=16),
         prior=(0.4, 0.3, 0.2, 0.1),
     )
     with torch.random.fork_rng():

@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal
 
 from susl_cli import losses
-from susl_cli.config import ModelConfig
+from susl_cli.config import ModelConfig, NetworkSettings
 from susl_cli.errors import ConfigError
 from susl_cli.models import MODELS, SuslModel, build_model
 from susl_cli.models.gmdgm import GMDGM
@@ -33,9 +33,10 @@ def make_model(name: str, seed: int = 0, dtype: torch.dtype = DT, **overrides) -
         model=name, input_dim=D, n_components=K, n_labelled=2, latent_dim=Z, hidden_units=H
     )
     values.update(overrides)
+    sizes = {k: values.pop(k) for k in ("latent_dim", "hidden_units")}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_model(ModelConfig(**values))
+        model = build_model(ModelConfig(**values, settings=NetworkSettings(**sizes)))
         model.reset_parameters()
     return model.to(dtype)
 

@@ -11,18 +11,29 @@ import torch
 import torch.nn.functional as F
 
 from susl_cli import losses
-from susl_cli.config import ModelConfig, TrainConfig
+from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, TrainConfig
 from susl_cli.errors import ConfigError
-from susl_cli.models import SuslModel, build_model
-from susl_cli.objective import (
-    LossOutput,
-    class_prior,
-    default_extra_components,
-    estimate_labelled_mass,
-    labelled_elbo,
-    training_loss,
-    unlabelled_elbo,
-)
+from susl_cli.models import Batch, LossOutput, SuslModel, build_model
+from susl_cli.objective import class_prior, default_extra_components, estimate_labelled_mass
+
+
+def _with(model, **objective):
+    """The model with its objective settings replaced (the model owns them)."""
+    model.objective = ObjectiveConfig(**objective)
+    return model
+
+
+def labelled_elbo(model, x, y, kl, generator):
+    return _with(model, kl=kl).labelled_elbo(x, y, generator)
+
+
+def unlabelled_elbo(model, x, estimator, temperature, kl, generator):
+    return _with(model, y_estimator=estimator, gumbel_temperature=temperature,
+                 kl=kl).unlabelled_elbo(x, generator)
+
+
+def training_loss(model, x_l, y_l, x_u, objective: ObjectiveConfig, generator):
+    return _with(model, **dataclasses.asdict(objective))(Batch(x_l, y_l, x_u, generator))
 
 DT = torch.float64
 B, D, K, Z, H = 6, 10, 4, 3, 16
@@ -41,8 +52,7 @@ def make_model(name: str, seed: int = 0) -> SuslModel:
         input_dim=D,
         n_components=K,
         n_labelled=2,
-        latent_dim=Z,
-        hidden_units=H,
+        settings=NetworkSettings(latent_dim=Z, hidden_units=H),
         prior=PRIOR,
     )
     with torch.random.fork_rng():
@@ -124,7 +134,7 @@ def test_unlabelled_elbo_gumbel_is_labelled_elbo_at_the_sample_plus_entropy(
 @pytest.mark.parametrize("estimator", ["enumerate", "gumbel"])
 def test_training_loss_is_negative_objective(parts: str, estimator: str, z_at_mean) -> None:
     model = make_model("gmdgm")
-    config = TrainConfig(alpha=3.0, y_estimator=estimator)
+    config = ObjectiveConfig(alpha=3.0, y_estimator=estimator)
     x_l, y_l = batch(6, n=4) if parts in ("both", "labelled only") else (None, None)
     x_u, _ = batch(7) if parts in ("both", "unlabelled only") else (None, None)
     out = training_loss(model, x_l, y_l, x_u, config, _gen(8))
@@ -152,7 +162,7 @@ def test_gradients_are_finite_and_reach_the_classifier(name: str, estimator: str
     model = make_model(name)
     x_l, y_l = batch(9, n=4)
     x_u, _ = batch(10)
-    config = TrainConfig(y_estimator=estimator, kl=kl)
+    config = ObjectiveConfig(y_estimator=estimator, kl=kl)
     training_loss(model, x_l, y_l, x_u, config, _gen(11)).loss.backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), pname
@@ -164,7 +174,7 @@ def test_gradients_are_finite_and_reach_the_classifier(name: str, estimator: str
 def test_unlabelled_loss_alone_trains_the_classifier(name: str, estimator: str) -> None:
     """The classifier gets a gradient from unlabelled data through E_q(y|x) (and H[q])."""
     model = make_model(name)
-    config = TrainConfig(y_estimator=estimator)
+    config = ObjectiveConfig(y_estimator=estimator)
     training_loss(model, None, None, batch(12)[0], config, _gen(13)).loss.backward()
     grad = model.classifier.head.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -259,7 +269,10 @@ def test_default_configs_are_valid() -> None:
 @pytest.mark.parametrize("value", [0, -3, 2.5])
 def test_model_config_rejects_non_positive_sizes(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field.replace("_", "-")):
-        ModelConfig(**{field: value})
+        if field in ("latent_dim", "hidden_units"):  # the models' shared settings
+            NetworkSettings(**{field: value})
+        else:
+            ModelConfig(**{field: value})
 
 
 @pytest.mark.parametrize(
@@ -313,17 +326,21 @@ def test_train_config_rejects_non_positive_counts(field: str, value: int) -> Non
     ],
 )
 def test_train_config_rejects_impossible_values(overrides: dict) -> None:
+    from susl_cli.config import split_settings
+
     with pytest.raises(ConfigError):
-        TrainConfig(**overrides)
+        split_settings(overrides)
 
 
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        TrainConfig().alpha = 1.0  # type: ignore[misc]
+        TrainConfig().epochs = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ObjectiveConfig().alpha = 1.0  # type: ignore[misc]
 
 
 def test_marginal_kl_is_kl_of_the_batch_mean_posterior() -> None:
-    from susl_cli.objective import marginal_kl
+    from susl_cli.losses import marginal_kl
 
     torch.manual_seed(0)
     logits = torch.randn(7, 4)
@@ -337,11 +354,12 @@ def test_marginal_kl_is_kl_of_the_batch_mean_posterior() -> None:
 
 
 def test_marginal_kl_weight_adds_to_the_loss() -> None:
-    model = build_model(ModelConfig(input_dim=6, n_components=3, n_labelled=1, latent_dim=2,
-                                    hidden_units=8))
+    model = build_model(ModelConfig(input_dim=6, n_components=3, n_labelled=1,
+                                    settings=NetworkSettings(latent_dim=2, hidden_units=8)))
     model.reset_parameters()
     x = torch.rand(5, 6)
-    plain = training_loss(model, None, None, x, TrainConfig(), torch.Generator().manual_seed(0))
-    extra = training_loss(model, None, None, x, TrainConfig(marginal_kl=2.0),
+    plain = training_loss(model, None, None, x, ObjectiveConfig(),
+                          torch.Generator().manual_seed(0))
+    extra = training_loss(model, None, None, x, ObjectiveConfig(marginal_kl=2.0),
                           torch.Generator().manual_seed(0))
     assert torch.allclose(extra.loss, plain.loss + 2.0 * extra.terms["marginal_kl_u"])

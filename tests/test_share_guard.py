@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from susl_cli.cli.train_command import LABELLED_SHARE_WARNING
-from susl_cli.config import TrainConfig
+from susl_cli.config import ObjectiveConfig
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset
 from susl_cli.errors import ConfigError
@@ -49,7 +49,8 @@ def train_lookalike(tmp_path: Path, cap: float, epochs: int = 40):
         lookalike_mask(mask)
     out = tmp_path / f"run-cap{cap}.h5"
     return train_mask_file(
-        mask, out, options=ModelOptions(extra_components=4, hidden_units=32, latent_dim=2),
+        mask, out, options=ModelOptions(extra_components=4,
+                                                settings={"hidden_units": 32, "latent_dim": 2}),
         train_overrides=dict(epochs=epochs, labelled_share_cap=cap, marginal_kl=1.0,
                              batch_size=50, labelled_batch_size=50),
         device="cpu", overwrite=True), out
@@ -105,7 +106,7 @@ def test_penalty_pushes_out_only_the_excess_over_the_cap_of_penalised_components
 
 
 def test_cap_must_be_off_or_above_one():
-    assert TrainConfig(labelled_share_cap=0).labelled_share_cap == 0
+    assert ObjectiveConfig(labelled_share_cap=0).labelled_share_cap == 0
     for bad in (1.0, 0.5, -1.0, float("inf")):
         with pytest.raises(ConfigError, match="labelled-share-cap"):
-            TrainConfig(labelled_share_cap=bad)
+            ObjectiveConfig(labelled_share_cap=bad)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from susl_cli.cli import app
-from susl_cli.config import TrainConfig
+from susl_cli.config import ObjectiveConfig
 from susl_cli.runs import load_model
 from susl_cli.sizing import (
     MARGINAL_KL,
@@ -78,7 +78,7 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
     run = load_model(out)
     assert run.model_config.n_components == 2 + expected.extra_components
     assert run.train_config.batch_size == expected.train["batch_size"]
-    assert run.train_config.marginal_kl == MARGINAL_KL and run.train_config.epochs == 2
+    assert run.model.objective.marginal_kl == MARGINAL_KL and run.train_config.epochs == 2
     assert "merge guard" not in result.output  # the table is not printed under --json
     table = runner.invoke(app, ["train", str(small_mask), "--epochs", "1", "--out", str(out),
                                 "--overwrite", "--device", "cpu"], terminal_width=200)
@@ -100,5 +100,5 @@ def test_preset_paper_keeps_the_papers_objective_and_components(small_mask, tmp_
     run = load_model(out)
     assert json.loads(result.output)["chosen"] == []
     assert run.model_config.n_components == 2 + 40  # the paper's n_aug
-    assert run.train_config.marginal_kl == 0
-    assert run.train_config.labelled_share_cap == TrainConfig().labelled_share_cap == 0
+    assert run.model.objective.marginal_kl == 0
+    assert run.model.objective.labelled_share_cap == ObjectiveConfig().labelled_share_cap == 0

@@ -17,7 +17,7 @@ from susl_cli.train import SilentObserver, TrainingInterrupted, scheduled_lr, tr
 TINY = ["--batch-size", "20", "--labelled-batch-size", "10", "--extra-components", "2",
         "--hidden-units", "16", "--latent-dim", "2", "--device", "cpu"]
 OVERRIDES = {"batch_size": 20, "labelled_batch_size": 10}
-OPTIONS = ModelOptions(extra_components=2, hidden_units=16, latent_dim=2)
+OPTIONS = ModelOptions(extra_components=2, settings={"hidden_units": 16, "latent_dim": 2})
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from susl_cli.cli.common import (
     handle_errors,
 )
 from susl_cli.console import make_progress, stdout_console
+from susl_cli.cpu_tuning import tune_cpu_for
 from susl_cli.data.masking import DEFAULT_LABEL_FRACTION
 from susl_cli.experiment import (
     ExperimentConfig,
@@ -123,6 +124,7 @@ def experiment(
         settings=parse_settings(settings or []),
         **{k: v for k, v in given.items() if v is not None})
     observer = GridProgress(quiet or as_json)
+    tune_cpu_for(config.device)  # process-wide: the CLI opts in, as `susl train` does
     try:
         result = run_experiment(config, observer)
     finally:

@@ -22,12 +22,19 @@ from susl_cli.cli.common import (
     handle_errors,
 )
 from susl_cli.cli.data_commands import INFO_HANDLERS
-from susl_cli.config import GAUSSIAN_SIGMA_RANGE, ModelConfig, TrainConfig
+from susl_cli.config import (
+    GAUSSIAN_SIGMA_RANGE,
+    ModelConfig,
+    NetworkSettings,
+    ObjectiveConfig,
+    TrainConfig,
+)
 from susl_cli.console import discovered_classes_text, make_progress, stdout_console
+from susl_cli.cpu_tuning import tune_cpu_for
 from susl_cli.discover import DiscoveryOptions
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
-from susl_cli.runs import ModelOptions, Run
+from susl_cli.runs import ModelOptions, Run, parse_model_options
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.h5 import KIND_CHECKPOINT
 from susl_cli.train import train_mask_file
@@ -135,9 +142,12 @@ def train(
     extra_components: int = _opt("--extra-components", "Components offered to hidden classes "
                                  "\\[default: 40 if some class has no labels, else 0; 0 on a "
                                  "SUS mask = accidental SUS]."),
-    latent_dim: int = _opt("--latent-dim", "Size of z", ModelConfig, "latent_dim"),
-    hidden_units: int = _opt("--hidden-units", "Units per hidden layer", ModelConfig,
+    latent_dim: int = _opt("--latent-dim", "Size of z", NetworkSettings, "latent_dim"),
+    hidden_units: int = _opt("--hidden-units", "Units per hidden layer", NetworkSettings,
                              "hidden_units"),
+    model_option: list[str] = typer.Option(
+        None, "--model-option", help="KEY=VALUE: a setting of the chosen model's settings "
+        "dataclass (e.g. latent_dim=10); repeatable"),
     batch_size: int = _opt("--batch-size", "Unlabelled points per step", TrainConfig,
                            "batch_size", max=BATCH_MAX),
     labelled_batch_size: int = _opt("--labelled-batch-size", "Labelled points per step",
@@ -145,20 +155,20 @@ def train(
     learning_rate: float = _opt("--learning-rate", "Adam step size", TrainConfig,
                                 "learning_rate", "--lr"),
     lr_schedule: str = _opt("--lr-schedule", "cosine or constant", TrainConfig, "lr_schedule"),
-    alpha: float = _opt("--alpha", "Weight of the labelled cross-entropy", TrainConfig,
+    alpha: float = _opt("--alpha", "Weight of the labelled cross-entropy", ObjectiveConfig,
                         "alpha"),
     marginal_kl: float = _opt("--marginal-kl", "Extra weight on KL(batch-mean q(y|x) || p(y)); "
                               "0 = the paper's objective. Try 1 when few components are used "
-                              "(HAR: 4 -> 40 of 43)", TrainConfig, "marginal_kl"),
+                              "(HAR: 4 -> 40 of 43)", ObjectiveConfig, "marginal_kl"),
     labelled_share_cap: float = _opt("--labelled-share-cap", "Merge guard: while a labelled "
                                      "component holds more than this multiple of its prior "
                                      "share, push unlabelled mass out of it (try 1.15); 0 = off",
-                                     TrainConfig, "labelled_share_cap"),
+                                     ObjectiveConfig, "labelled_share_cap"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
-                            "(one sample)", TrainConfig, "y_estimator"),
+                            "(one sample)", ObjectiveConfig, "y_estimator"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
-                                     TrainConfig, "gumbel_temperature"),
-    kl: str = _opt("--kl", "analytic or sampled KL for z", TrainConfig, "kl"),
+                                     ObjectiveConfig, "gumbel_temperature"),
+    kl: str = _opt("--kl", "analytic or sampled KL for z", ObjectiveConfig, "kl"),
     grad_clip: float = _opt("--grad-clip", "Clip gradients elementwise to \\[-c, c]; 0 = off",
                             TrainConfig, "grad_clip"),
     weight_decay: float = _opt("--weight-decay", "Adam weight decay", TrainConfig,
@@ -216,10 +226,13 @@ def train(
         extra_components = 0
     discovery = DiscoveryOptions(n_new=new_classes)
     notice = _check_epochs_on_resume(out, epochs) if resume and epochs is not None else ""
-    options = ModelOptions(model=model, extra_components=extra_components, latent_dim=latent_dim,
-                           hidden_units=hidden_units, likelihood=likelihood,
-                           gaussian_sigma=gaussian_sigma, input_features=input_features,
-                           init=init, labelled_mass=labelled_mass)
+    settings = {k: v for k, v in dict(latent_dim=latent_dim, hidden_units=hidden_units).items()
+                if v is not None}
+    options = ModelOptions(model=model, extra_components=extra_components,
+                           settings={**settings, **parse_model_options(model_option or ())},
+                           likelihood=likelihood, gaussian_sigma=gaussian_sigma,
+                           input_features=input_features, init=init, labelled_mass=labelled_mass)
+    tune_cpu_for(device)  # process-wide: the CLI opts in, a library caller of fit() does not
     observer = ProgressObserver(quiet or as_json)
     observer.notice = "" if quiet else notice
     try:
@@ -261,7 +274,7 @@ def _summary(run: Run, out: Path) -> dict:
     return {
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
-        "marginal_kl": run.train_config.marginal_kl,
+        "marginal_kl": run.model.objective.marginal_kl,
         "lr_schedule": run.train_config.lr_schedule,
         "lr_cycle_start": run.train_config.lr_cycle_start,
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)

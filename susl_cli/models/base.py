@@ -1,36 +1,114 @@
-"""The interface every susl model implements, and the parts M2 and GM-DGM share.
+"""The interface every susl model implements, and the objective M2 and GM-DGM share.
 
-All models here share the variational posterior q(y, z | x) = q(y|x) q(z|x,y):
+The interface (`SuslModel`), all the trainer, evaluation, prediction and sampling use:
+    model(batch) -> LossOutput   the loss to minimise on one `Batch` (a labelled and/or an
+                                 unlabelled part) and its named terms, detached, for the log;
+                                 the model applies its own ObjectiveConfig (`model.objective`)
+    classifier_logits(x)         logits of q(y|x), (B, K): what predict and evaluate use
+    sample_means(components, n)  means of p(x|y, z) for z drawn from the prior: `susl sample`
+    embed(x)                     a (B, latent_dim) summary of x for plots
+    reset_parameters()           seeded initialisation, called by the trainer (not __init__)
+    log_prior                    buffer log p(y), (K,)
+Each model file declares its settings dataclass (`settings_class`, a frozen subclass of
+config.NetworkSettings) and the model is registered in susl_cli/models/__init__.py.
+
+`QyQzModel` is the shared default for the family with posterior q(y, z | x) = q(y|x) q(z|x,y):
     q(y|x)   = Cat(softmax(classifier(x)))              the classifier, an amortised artefact
     q(z|x,y) = N(mu(x,y), diag exp(logvar(x,y)))        one trunk, mean and log-variance heads
-and differ in the generative model p(x, y, z), supplied by subclasses through `prior_z`
-(p(z|y)) and `decoder_output` (the parameters of p(x|.)).
+Subclasses supply the generative model p(x, y, z) through `prior_z` (p(z|y)) and
+`decoder_output` (the parameters of p(x|.)); its `forward` is objective (11) of the paper:
+    maximise  mean_l[ L(x,y) + alpha * log q(y|x) ] + mean_u[ E_q(y|x) L(x,y) + H[q(y|x)] ]
+(minus the optional marginal-KL weight and merge-guard penalty); the loss is its negative.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from susl_cli import losses
-from susl_cli.config import ModelConfig
+from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.models.networks import MLP, ConditionalTrunk, GaussianHead, initialise
+from susl_cli.share_guard import share_penalty
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """The merge guard's state for one step (susl_cli/share_guard.py), both (n_labelled,):
+    Lagrange multipliers (0 = off) and the unlabelled share p_u(c) each labelled component
+    should hold."""
+
+    multipliers: torch.Tensor
+    targets: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step's data: either part may be None (fully labelled or no labels)."""
+
+    x_labelled: torch.Tensor | None = None  # (B_l, D)
+    y_labelled: torch.Tensor | None = None  # (B_l,) component index
+    x_unlabelled: torch.Tensor | None = None  # (B_u, D)
+    generator: torch.Generator | None = None  # every random draw of the step comes from it
+    guard: GuardState | None = None  # None: no merge guard on this run
+
+
+@dataclass
+class LossOutput:
+    """The scalar to minimise and detached batch means of its named terms (device tensors)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
 
 
 class SuslModel(nn.Module):
-    """Base class: classifier, q(z|x,y), the ELBO terms for given labels, and sampling."""
+    """What the trainer and the analysis commands rely on (see the module docstring)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    settings_class: ClassVar[type[NetworkSettings]] = NetworkSettings
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
         super().__init__()
         self.config = config
-        k, h = config.n_components, config.hidden_units
+        self.settings = config.settings
+        self.objective = objective or ObjectiveConfig()
+        k = config.n_components
         prior = torch.tensor(config.prior or [1.0 / k] * k, dtype=torch.float32)
         self.register_buffer("log_prior", torch.log(prior))  # log p(y), (K,)
+
+    def forward(self, batch: Batch) -> LossOutput:  # type: ignore[override]
+        raise NotImplementedError
+
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x), (B, K)."""
+        raise NotImplementedError
+
+    def sample_means(self, components: torch.Tensor, n_rows: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of p(x|y,z) for each component (columns) and z draws (rows): (n_rows, C, D)."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """A (B, latent_dim) summary of x."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """Initialise the networks (called by the trainer after seeding, not by __init__)."""
+        initialise(self, self.config.init)
+
+
+class QyQzModel(SuslModel):
+    """Shared default: classifier, q(z|x,y), the ELBO terms for given labels, the objective
+    over a Batch, and sampling. Subclasses give `prior_z` and `decoder_output`."""
+
+    def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
+        super().__init__(config, objective)
+        k, h = config.n_components, config.hidden_units
         self.classifier = MLP(config.input_dim, h, k)
         self.qz_trunk = ConditionalTrunk(config.input_dim, k, h)
         self.qz_head = GaussianHead(h, config.latent_dim)
@@ -44,11 +122,71 @@ class SuslModel(nn.Module):
         """Parameters of p(x|.): logits (Bernoulli) or means (Gaussian), shape (..., D)."""
         raise NotImplementedError
 
-    # -- shared ------------------------------------------------------------------------------
-    def reset_parameters(self) -> None:
-        """Initialise the networks (called by the trainer after seeding, not by __init__)."""
-        initialise(self, self.config.init)
+    # -- the objective -----------------------------------------------------------------------
+    def forward(self, batch: Batch) -> LossOutput:  # type: ignore[override]
+        """Negative of objective (11) on the batch's labelled and unlabelled parts."""
+        cfg = self.objective
+        loss = torch.zeros((), device=self.log_prior.device)
+        logged: dict[str, torch.Tensor] = {}
+        if batch.x_labelled is not None and batch.y_labelled is not None:
+            x_l, y_l = batch.x_labelled, batch.y_labelled
+            lab = self.labelled_elbo(x_l, y_l, batch.generator)
+            log_qy = -F.cross_entropy(self.classifier_logits(x_l), y_l, reduction="none")
+            loss = loss - (lab["elbo"] + cfg.alpha * log_qy).mean()
+            logged["elbo_l"] = lab["elbo"].mean()
+            logged["ce_l"] = -log_qy.mean()
+        if batch.x_unlabelled is not None:
+            logits = self.classifier_logits(batch.x_unlabelled)
+            unl = self.unlabelled_elbo(batch.x_unlabelled, batch.generator, logits)
+            loss = loss - unl["elbo"].mean()
+            if cfg.marginal_kl:
+                marginal = losses.marginal_kl(logits, self.log_prior)
+                loss = loss + cfg.marginal_kl * marginal
+                logged["marginal_kl_u"] = marginal
+            if batch.guard is not None:  # logged every step (0 while off): one set of keys
+                penalty = share_penalty(logits, batch.guard.multipliers, batch.guard.targets,
+                                        cfg.labelled_share_cap)
+                loss = loss + penalty
+                logged["share_penalty_u"] = penalty
+            logged["elbo_u"] = unl["elbo"].mean()
+            logged["recon_u"] = unl["recon"].mean()
+            logged["kl_z_u"] = unl["kl_z"].mean()
+            logged["kl_y_u"] = unl["kl_y"].mean()
+        logged["loss"] = loss
+        return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
 
+    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
+                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors."""
+        onehot = F.one_hot(y, self.config.n_components).to(x.dtype).unsqueeze(1)  # (B, 1, K)
+        terms = {k: v.squeeze(1) for k, v in self.elbo_terms(x.unsqueeze(1), onehot,
+                                                             self.objective.kl,
+                                                             generator).items()}
+        terms["elbo"] = terms["recon"] - terms["kl_z"] + terms["log_py"]
+        return terms
+
+    def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
+                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,).
+
+        `logits` of q(y|x) may be passed in when the caller needs them too.
+        """
+        cfg = self.objective
+        if logits is None:
+            logits = self.classifier_logits(x)
+        x3 = x.unsqueeze(1)  # (B, 1, D): broadcast over the label settings, computed once
+
+        def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:
+            return self.elbo_terms(x3, y, cfg.kl, generator)
+
+        terms = losses.expectation_over_y(terms_for, logits, cfg.y_estimator,
+                                          cfg.gumbel_temperature, generator)
+        entropy = losses.categorical_entropy(logits)
+        terms["kl_y"] = -(terms["log_py"] + entropy)  # KL(q(y|x) || p(y)) when enumerating
+        terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
+        return terms
+
+    # -- shared parts ------------------------------------------------------------------------
     def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|x), (B, K)."""
         return self.classifier(x)

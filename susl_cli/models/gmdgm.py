@@ -6,22 +6,30 @@ each component owns a region of latent space: the clustering inductive bias M2 l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from susl_cli.config import ModelConfig
-from susl_cli.models.base import SuslModel
+from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
+from susl_cli.models.base import QyQzModel
 from susl_cli.models.networks import MLP
 
 
-class GMDGM(SuslModel):
+@dataclass(frozen=True)
+class GMDGMSettings(NetworkSettings):
+    """GM-DGM has no settings beyond the shared latent size and hidden width."""
+
+
+class GMDGM(QyQzModel):
     """p(x|z): two hidden layers over z; p(z|y): per-component mean and log-variance table."""
 
     name = "gmdgm"
+    settings_class = GMDGMSettings
     description = "GM-DGM: p(x|z) p(z|y) p(y), Gaussian-mixture prior on z"
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
+        super().__init__(config, objective)
         self.decoder = MLP(config.latent_dim, config.hidden_units, config.input_dim)
         self.component_mean = nn.Parameter(torch.empty(config.n_components, config.latent_dim))
         self.component_logvar = nn.Parameter(torch.empty(config.n_components, config.latent_dim))

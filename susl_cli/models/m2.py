@@ -6,22 +6,30 @@ On data with unlabelled-only classes this is the baseline that fails to cluster 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from susl_cli.config import ModelConfig
-from susl_cli.models.base import SuslModel
+from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
+from susl_cli.models.base import QyQzModel
 from susl_cli.models.networks import ConditionalTrunk
 
 
-class M2(SuslModel):
+@dataclass(frozen=True)
+class M2Settings(NetworkSettings):
+    """M2 has no settings beyond the shared latent size and hidden width."""
+
+
+class M2(QyQzModel):
     """p(x|y,z): two hidden layers over [z, y], Bernoulli logits or Gaussian means."""
 
     name = "m2"
+    settings_class = M2Settings
     description = "M2 / SSVAE: p(x|y,z) p(y) p(z), standard normal p(z)"
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
+        super().__init__(config, objective)
         self.decoder_trunk = ConditionalTrunk(config.latent_dim, config.n_components,
                                               config.hidden_units)
         self.decoder_head = nn.Linear(config.hidden_units, config.input_dim)
