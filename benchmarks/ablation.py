@@ -23,7 +23,7 @@ from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
 from susl_cli.experiment import parse_settings
 from susl_cli.metrics import evaluate_assignments
-from susl_cli.runs import ModelOptions, load_model
+from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import train_mask_file
 
@@ -57,7 +57,7 @@ def main() -> None:
     name = "_".join(f"{k}-{v}" for k, v in sorted(settings.items())) or "default"
     out = work / f"{args.dataset}_{name}_e{args.epochs}_s{args.seed}.h5"
     start = time.time()
-    train_mask_file(mask, out, options=ModelOptions(**model_opts), train_overrides=train_opts,
+    train_mask_file(mask, out, options=model_options(model_opts), train_overrides=train_opts,
                     device="auto", overwrite=True)
     wall = time.time() - start
     run = load_model(out)

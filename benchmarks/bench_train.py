@@ -19,7 +19,7 @@ d_z = 100), model (M2, GM-DGM) and y-estimator (enumerate, gumbel) it measures, 
 
 Rounds alternate susl, Pyro and the peak measurement so all see the same machine load; each
 figure is the median over `--repeats` rounds after one warm-up round. The process-wide CPU
-settings `susl train` makes (`susl_cli.train.tune_cpu`) apply to both engines. `--rss` also
+settings `susl train` makes (`susl_cli.cpu_tuning.tune_cpu`) apply to both engines. `--rss` also
 trains one full epoch in a subprocess (benchmarks/train_epochs.py) and reports its peak RSS.
 """
 
@@ -42,20 +42,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from susl_cli.config import TrainConfig
+from susl_cli.config import ObjectiveConfig, TrainConfig
+from susl_cli.cpu_tuning import tune_cpu
 from susl_cli.data.masking import make_masked_dataset, parse_class_spec
 from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import predict_probs
-from susl_cli.objective import training_loss
+from susl_cli.models import Batch
 from susl_cli.runs import ModelOptions, Run, new_run
 from susl_cli.storage.masked import MaskedDataset, write_masked_dataset
 from susl_cli.train import (
     SilentObserver,
     TrainingData,
-    _batch_indices,
     _train_epoch,
+    batch_indices,
     prepare_data,
-    tune_cpu,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -161,14 +161,15 @@ def _header(args: argparse.Namespace) -> dict:
 def _bench_case(case: Case, masked: MaskedDataset, mask_path: Path, args: argparse.Namespace,
                 pyro_ssvae) -> dict:
     hidden, latent = SIZES[case.size]
-    config = TrainConfig(y_estimator=case.estimator, epochs=10**6)
+    config = TrainConfig(epochs=10**6)
     run = new_run(masked, mask_path, ModelOptions(model=case.model, settings={
-        "hidden_units": hidden, "latent_dim": latent}), config, torch.device("cpu"))
+        "hidden_units": hidden, "latent_dim": latent}), config, torch.device("cpu"),
+        ObjectiveConfig(y_estimator=case.estimator))
     data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
     window = replace(data, x_unlabelled=data.x_unlabelled[:args.steps * config.batch_size])
     svi = None
     if pyro_ssvae is not None and case.estimator == "enumerate":
-        program = pyro_ssvae.PyroSSVAE(run.model, config.alpha)
+        program = pyro_ssvae.PyroSSVAE(run.model, run.model.objective.alpha)
         loss_check = _loss_check(run, program, window, config, pyro_ssvae)
         svi = pyro_ssvae.make_svi(program, config.learning_rate)
     k = run.model_config.n_components
@@ -216,7 +217,7 @@ def _pyro_batches(window: TrainingData, config: TrainConfig, n_components: int,
                   generator: torch.Generator):
     """The trainer's batches (same sampler, same binarisation) as the Pyro program's arguments:
     (x_l, one-hot y_l over all K components, x_u)."""
-    batches_u, batches_l = _batch_indices(window, config.batch_size,
+    batches_u, batches_l = batch_indices(window, config.batch_size,
                                           config.labelled_batch_size, generator,
                                           torch.device("cpu"))
     for idx_u, idx_l in zip(batches_u, batches_l, strict=True):
@@ -231,10 +232,11 @@ def _loss_check(run: Run, program, window: TrainingData, config: TrainConfig, py
     """Mean and standard error of both programs' loss (one-sample KL) on one batch."""
     x_l, y_l, x_u = next(_pyro_batches(window, config, run.model_config.n_components,
                                        torch.Generator().manual_seed(2)))
-    sampled = replace(config, kl="sampled")
+    objective = run.model.objective
+    run.model.objective = replace(objective, kl="sampled")
     labels = y_l.argmax(-1)
-    ours = torch.tensor([float(training_loss(run.model, x_l, labels, x_u, sampled).loss)
-                         for _ in range(draws)])
+    ours = torch.tensor([float(run.model(Batch(x_l, labels, x_u)).loss) for _ in range(draws)])
+    run.model.objective = objective
     theirs = torch.tensor(pyro_ssvae.loss_draws(program, (x_l, y_l, x_u), draws))
     return {"susl": float(ours.mean()), "susl_se": float(ours.std() / draws**0.5),
             "pyro": float(theirs.mean()), "pyro_se": float(theirs.std() / draws**0.5)}
@@ -258,8 +260,8 @@ def _flops_per_step(run: Run, window: TrainingData) -> float:
     config = run.train_config
     n_l, n_u = config.labelled_batch_size, config.batch_size
     with FlopCounterMode(display=False) as counter:
-        training_loss(run.model, window.x_labelled[:n_l], window.y_labelled[:n_l],
-                      window.x_unlabelled[:n_u], config).loss.backward()
+        run.model(Batch(window.x_labelled[:n_l], window.y_labelled[:n_l],
+                        window.x_unlabelled[:n_u])).loss.backward()
     run.model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 

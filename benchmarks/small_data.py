@@ -40,7 +40,7 @@ from susl_cli.data.sources import Dataset, load_dataset
 from susl_cli.evaluate import predict_probs
 from susl_cli.experiment import parse_settings
 from susl_cli.metrics import evaluate_assignments
-from susl_cli.runs import ModelOptions, load_model
+from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import write_masked_dataset
 from susl_cli.train import train_mask_file
 from susl_cli.window_features import window_features
@@ -117,7 +117,7 @@ def run_susl(data: Dataset, labelled: tuple[int, ...], features: str | None, see
     train_opts["seed"] = seed
     out = work / f"{data.name}-s{seed}-run.h5"
     start = time.time()
-    train_mask_file(mask, out, options=ModelOptions(**model_opts), train_overrides=train_opts,
+    train_mask_file(mask, out, options=model_options(model_opts), train_overrides=train_opts,
                     preset=preset, device="cpu", overwrite=True)
     run = load_model(out)
     scored = masked.y_observed < 0

@@ -26,7 +26,7 @@ from susl_cli.data.masking import make_masked_dataset, parse_class_spec
 from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import evaluate_checkpoint
 from susl_cli.experiment import parse_settings
-from susl_cli.runs import ModelOptions, load_model
+from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import write_masked_dataset
 from susl_cli.train import train_mask_file
 
@@ -46,8 +46,8 @@ def run_split(data, spec: str, seed: int, args, settings: dict, work: Path) -> d
     start = time.time()
     if not (out.exists() and load_model(out).meta.get("completed")):
         train_mask_file(mask, out,
-                        options=ModelOptions(**{k: v for k, v in settings.items()
-                                                if k in MODEL_FIELDS}),
+                        options=model_options({k: v for k, v in settings.items()
+                                               if k in MODEL_FIELDS}),
                         train_overrides={**{k: v for k, v in settings.items()
                                             if k not in MODEL_FIELDS},
                                          "epochs": args.epochs, "seed": seed},

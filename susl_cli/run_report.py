@@ -85,7 +85,7 @@ def _settings(e: Evaluation) -> Section:
             ["epochs", f"{e.run.epoch} of {tc.epochs}"],
             ["seed", str(meta.get("seed"))], ["susl", __version__]]
     rows += [[f"train: {k}", f"{v:g}" if isinstance(v, float) else str(v)]
-             for k, v in sorted(vars(tc).items())]
+             for k, v in sorted({**vars(e.run.model.objective), **vars(tc)}.items())]
     return Section("Settings", tables=[(["setting", "value"], rows)])
 
 

@@ -104,8 +104,6 @@ def fit(run: Run, data: TrainingData, out_path: Path | None = None,
     """
     observer = observer or SilentObserver()
     config = run.train_config
-    if out_path is None:
-        return _fit_in_memory(run, data, observer)
     last_saved = run.epoch
     last_write = time.monotonic()
     snapshot = None
@@ -113,38 +111,28 @@ def fit(run: Run, data: TrainingData, out_path: Path | None = None,
         try:
             record = _train_epoch(run, data, observer)
         except KeyboardInterrupt:
+            if out_path is None:
+                raise
             if snapshot is not None and last_saved < run.epoch:
                 save_run(snapshot, out_path, completed=False)
                 last_saved = run.epoch
             raise TrainingInterrupted(_interrupted_message(run.epoch + 1, out_path, last_saved)
                                       ) from None
         if not all(math.isfinite(v) for v in record.values()):
-            raise TrainingError(
-                f"the loss became NaN or infinite in epoch {run.epoch + 1}; "
-                f"{_on_disk(out_path, last_saved)}: lower --learning-rate or set --grad-clip"
-            )
+            on_disk = "" if out_path is None else f"; {_on_disk(out_path, last_saved)}"
+            raise TrainingError(f"the loss became NaN or infinite in epoch {run.epoch + 1}"
+                                f"{on_disk}: lower --learning-rate or set --grad-clip")
         _finish_epoch(run, data, record)
-        done = run.epoch == config.epochs
-        due = (run.epoch - last_saved >= config.checkpoint_every
-               and time.monotonic() - last_write >= config.checkpoint_seconds)
-        if done or due:
-            _save_checkpoint(run, out_path, done, last_saved)
-            last_saved, last_write = run.epoch, time.monotonic()
-        else:
-            snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
-        last_saved = _write_log(run, out_path, done, last_saved)
-        observer.epoch_finished(record)
-    return run
-
-
-def _fit_in_memory(run: Run, data: TrainingData, observer: Observer) -> Run:
-    """`fit` without an output file."""
-    while run.epoch < run.train_config.epochs:
-        record = _train_epoch(run, data, observer)
-        if not all(math.isfinite(v) for v in record.values()):
-            raise TrainingError(f"the loss became NaN or infinite in epoch {run.epoch + 1}: "
-                                "lower the learning rate or set grad_clip")
-        _finish_epoch(run, data, record)
+        if out_path is not None:
+            done = run.epoch == config.epochs
+            due = (run.epoch - last_saved >= config.checkpoint_every
+                   and time.monotonic() - last_write >= config.checkpoint_seconds)
+            if done or due:
+                _save_checkpoint(run, out_path, done, last_saved)
+                last_saved, last_write = run.epoch, time.monotonic()
+            else:
+                snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
+            last_saved = _write_log(run, out_path, done, last_saved)
         observer.epoch_finished(record)
     return run
 

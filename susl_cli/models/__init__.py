@@ -57,14 +57,17 @@ def _convert(model: str, key: str, value: Any, kind: Any) -> Any:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(value)
             return value.lower() in ("true", "1")
-        if kind is int and not isinstance(value, bool) and float(value) == int(float(value)):
-            return int(float(value))
-        if kind in (int, float, str, bool):
+        if kind is int and not isinstance(value, bool):
+            number = float(value)
+            if number != int(number):
+                raise ValueError(value)
+            return int(number)
+        if kind in (float, str, bool):
             return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     else:
-        return value
+        return value  # a type without a conversion here: the dataclass checks it
     name = getattr(kind, "__name__", str(kind))
     raise ConfigError(f"model option {key}={value!r} of {model} must be a {name}")
 

@@ -223,7 +223,7 @@ def test_an_allocation_refused_anyway_is_reported_as_out_of_memory(data: Path, t
                                                                    monkeypatch, figures):
     import susl_cli.runs as runs
 
-    def refuse(config):
+    def refuse(*config):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
                            "allocate memory: you tried to allocate 400000000000000 bytes.")
 
