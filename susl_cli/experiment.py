@@ -192,12 +192,10 @@ def _check_settings(config: ExperimentConfig) -> None:
                          "from --set")
     try:
         split_settings({**config.train_settings, "epochs": config.epochs})
-        shared = model_options(config.model_settings)
-        for name in config.model_names:
-            model_settings(name, shared.settings)
-        ModelConfig(**{k: v for k, v in dataclasses.asdict(shared).items()
-                       if v is not None and k in ("likelihood", "gaussian_sigma",
-                                                  "input_features", "init")})
+        for name in config.model_names:  # each model's settings dataclass checks its keys
+            model_settings(name, model_options(config.model_settings).settings)
+        ModelConfig(**{k: v for k, v in config.model_settings.items()
+                       if k in {f.name for f in dataclasses.fields(ModelConfig)}})
     except TypeError as err:
         raise ConfigError(f"bad --set value: {err}") from None
     extra = config.model_settings.get("extra_components")
