@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from susl_cli.discover import Discovery, DiscoveryOptions, discover_classes, no_discovery
-from susl_cli.evaluate import embed_points, predict_probs
+from susl_cli.inference import embed_points, predict_probs
 from susl_cli.runs import Run, check_run_mask, load_model, run_mask_file, save_run
 from susl_cli.storage.files import claim_output
 from susl_cli.storage.masked import read_masked_dataset

@@ -1,7 +1,8 @@
-"""Running the experiment grid: its masks, the checks on existing checkpoints, training each
-run (here or in spawned worker processes) and scoring it.
+"""Running the experiment grid: its masks and runs (`MaskSpec`, `RunSpec`), the checks on
+existing checkpoints, training each run (here or in spawned worker processes) and scoring it.
 
-Library layer: no CLI imports, prints nothing. susl_cli.experiment plans; this module runs.
+Library layer: no CLI imports, prints nothing. susl_cli.experiment plans (and imports this
+module); this module runs and never imports the planner, so the two form no import circle.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,12 +34,37 @@ from susl_cli.storage.masked import (
 )
 from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
 
-if TYPE_CHECKING:
-    from susl_cli.experiment import ExperimentPlan, MaskSpec, RunSpec
-
 # ModelOptions fields stored under the same name in a checkpoint's model config.
 _STORED_MODEL_FIELDS = ("latent_dim", "hidden_units", "likelihood", "gaussian_sigma",
                         "input_features", "init")
+
+
+# --- the runs of a plan -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One mask file: `kind` us/ss/sus, or ss_known (data restricted to the labelled classes)."""
+
+    kind: str
+    seed: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run and how it is scored."""
+
+    regime: str                                # us, ss, sus, ss_known or acc_sus
+    model: str
+    seed: int
+    mask: MaskSpec
+    checkpoint: Path
+    extra_components: int | None               # None: 40 with hidden classes, else 0
+    score_classes: tuple[int, ...] | None      # score only test points of these classes
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint.stem
 
 
 class DatasetLoader:
@@ -251,25 +277,6 @@ def decide_action(run: RunSpec, epochs: int) -> str:
         raise ConfigError(f"{str(run.checkpoint)!r} stopped after {done} of {planned} epochs: "
                           f"ask --epochs {planned} to finish it, or use another --out")
     return "resume"
-
-
-def make_tasks(plan: ExperimentPlan, mask_sha: Callable[[Path], str]) -> list[RunTask]:
-    """One task per run; existing checkpoints are checked against the asked settings."""
-    config = plan.config
-    tasks = []
-    for run in plan.runs:
-        action = decide_action(run, config.epochs)
-        if action != "train":
-            check_run_settings(run.checkpoint, run.model, run.extra_components,
-                               mask_sha(run.mask.path), config.train_settings,
-                               config.model_settings)
-        options = ModelOptions(**{**config.model_settings, "model": run.model,
-                                  "extra_components": run.extra_components})
-        overrides = {**config.train_settings, "epochs": config.epochs, "seed": run.seed}
-        tasks.append(RunTask(run, action, config.table, config.dataset_key, options,
-                             tuple(sorted(overrides.items())), config.preset_name,
-                             config.device))
-    return tasks
 
 
 def execute_run(task: RunTask) -> RunOutcome:
