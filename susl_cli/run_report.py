@@ -22,7 +22,8 @@ from susl_cli import __version__
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, evaluate_checkpoint
 from susl_cli.metrics import entropy
-from susl_cli.storage.files import check_output_path, write_atomic
+from susl_cli.storage.atomic import write_text_atomic
+from susl_cli.storage.files import check_output_path
 from susl_cli.training_log import history_columns
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
@@ -63,7 +64,7 @@ def write_run_report(checkpoint: Path, out: Path, *, data: Path | None = None,
                                                                    device, seed)]
     title = f"susl report: {checkpoint.name} on {Path(e.data_file).name}"
     text = _html(title, sections) if kind == "html" else _markdown(title, sections)
-    write_atomic(out, text.encode("utf-8"), overwrite=overwrite, inputs=(checkpoint, data))
+    write_text_atomic(out, text, overwrite=overwrite, inputs=(checkpoint, data))
     return {"out": str(out), "format": kind, "checkpoint": str(checkpoint),
             "sections": [s.title for s in sections],
             "figures": [t for s in sections for t, _ in s.figures]}
