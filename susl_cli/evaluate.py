@@ -48,13 +48,13 @@ class Evaluation:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.run.meta["class_names"])
+        return list(self.run.meta.class_names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "data": self.data_file,
                 "model": self.run.model_config.model, "epochs": self.run.epoch,
-                "mask_sha256": self.run.meta["mask_sha256"], "data_sha256": self.data_sha256,
-                "seed": self.run.meta["seed"],
+                "mask_sha256": self.run.meta.mask_sha256, "data_sha256": self.data_sha256,
+                "seed": self.run.meta.seed,
                 "metrics": self.metrics.to_dict(), "n_unscored": self.n_unscored,
                 "discovery": None if self.discovery is None else self.discovery.to_json(),
                 "discovery_source": self.discovery_source}
@@ -91,15 +91,15 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
                             "--fit-mapping test")
         fit_components = predict_probs(run, masked.x_train).argmax(-1)
         fit_true = masked.y_train_true
-    n_classes = len(run.meta["class_names"])
+    n_classes = len(run.meta.class_names)
     metrics = evaluate_assignments(
         probs.argmax(-1), y_test, n_components=run.model_config.n_components,
-        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
+        n_classes=n_classes, labelled_classes=run.meta.labelled_classes,
         fit_components=fit_components, fit_true=fit_true)
     discovery, source = discovery_of(run, Path(checkpoint))
     metrics = dataclasses.replace(metrics, **discovery_scores(
         discovery.classify(probs), y_test, n_predicted=len(discovery.class_names),
-        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
+        n_classes=n_classes, labelled_classes=run.meta.labelled_classes,
         novelty=discovery.novelty(probs), entropies=entropy(probs),
         n_new_found=discovery.n_new))
     return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, y_test, x_test,
@@ -111,6 +111,6 @@ def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:
     if shape != run.transform.input_shape:
         raise DataError(f"{str(path)!r} holds inputs of shape {shape}, the model was trained on "
                         f"{run.transform.input_shape}: score it on data of the same layout")
-    if len(masked.class_names) != len(run.meta["class_names"]):
+    if len(masked.class_names) != len(run.meta.class_names):
         raise DataError(f"{str(path)!r} has {len(masked.class_names)} classes, the model's data "
-                        f"had {len(run.meta['class_names'])}: use a mask of the same dataset")
+                        f"had {len(run.meta.class_names)}: use a mask of the same dataset")

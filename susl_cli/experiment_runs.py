@@ -202,7 +202,7 @@ def score_checkpoint(checkpoint: Path, mask: Path, classes: tuple[int, ...] | No
     probs = predict_probs(run, masked.x_test[keep])  # (M, K)
     metrics = evaluate_assignments(
         probs.argmax(-1), masked.y_test[keep], n_components=run.model_config.n_components,
-        n_classes=masked.n_classes, labelled_classes=run.meta["labelled_classes"])
+        n_classes=masked.n_classes, labelled_classes=run.meta.labelled_classes)
     return run, metrics
 
 
@@ -301,7 +301,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     row: dict[str, Any] = {
         "table": task.table, "dataset": task.dataset, "model": run.model,
         "regime": run.regime, "seed": run.seed, "mask_seed": run.mask.seed,
-        "epochs": trained.epoch, "completed": bool(trained.meta.get("completed")),
+        "epochs": trained.epoch, "completed": bool(trained.meta.completed),
         "lr_schedule_as_planned": schedule_as_planned(trained),
         "train_seconds": round(float(sum(trained.history.get("seconds", []))), 2),
         "n_components": trained.model_config.n_components, "n_points": metrics.n_points,

@@ -30,6 +30,7 @@ from susl_cli.discover import DiscoveryOptions
 from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
+from susl_cli.run_meta import component_of_class
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
 from susl_cli.share_guard import component_share_ratios, unlabelled_targets, update_multipliers
 from susl_cli.sizing import choose_by_size
@@ -115,7 +116,7 @@ def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
     x = torch.from_numpy(run.transform.apply(x_train)).to(device)
     labelled = np.flatnonzero(y_observed >= 0)
     unlabelled = np.flatnonzero(y_observed < 0)
-    class_to_component = {c: j for j, c in enumerate(run.meta["labelled_classes"])}
+    class_to_component = component_of_class(run.meta.labelled_classes)
     y = np.asarray([class_to_component[int(c)] for c in y_observed[labelled]], dtype=np.int64)
     mc = run.model_config
     targets = None
@@ -161,9 +162,9 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
             ratios = component_share_ratios(labelled, unlabelled, run.model_config.prior,
                                             run.model_config.n_labelled)
-            run.meta["share_multipliers"] = update_multipliers(
+            run.meta.share_multipliers = update_multipliers(
                 _multipliers(run), ratios, config.labelled_share_cap)
-            record["share_multiplier_max"] = max(run.meta["share_multipliers"])
+            record["share_multiplier_max"] = max(run.meta.share_multipliers)
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -216,7 +217,7 @@ def _guarded(run: Run, data: TrainingData) -> bool:
 
 def _multipliers(run: Run) -> list[float]:
     """The merge guard's multipliers (stored in the checkpoint's meta; 0 = off)."""
-    return list(run.meta.get("share_multipliers") or [0.0] * run.model_config.n_labelled)
+    return list(run.meta.share_multipliers or [0.0] * run.model_config.n_labelled)
 
 
 def _on_disk(out_path: Path, last_saved: int) -> str:
@@ -455,7 +456,7 @@ def train_mask_file(
     else:
         options, train_config, reasons = _apply_preset(preset, masked, options, train_overrides)
         run = new_run(masked, mask_path, options, train_config, torch_device)
-        run.meta["auto_choice"] = list(reasons)  # stored in the checkpoint, shown by train
+        run.meta.auto_choice = list(reasons)  # stored in the checkpoint, shown by train
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
     run = fit(run, data, out_path, observer)
     store_discovery(run, out_path, discover_run(run, masked.x_train,
@@ -505,9 +506,9 @@ RESUMABLE_SETTINGS = ("epochs", "checkpoint_every", "checkpoint_seconds")
 def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
             overrides: dict[str, object], device: torch.device) -> Run:
     run = load_model(out_path, device, with_optimizer=True)
-    if run.meta["mask_sha256"] != file_sha256(mask_path):
+    if run.meta.mask_sha256 != file_sha256(mask_path):
         raise ConfigError(f"{str(out_path)!r} was trained on another mask file "
-                          f"({run.meta['mask_file']!r}): resume with that file, or start a new "
+                          f"({run.meta.mask_file!r}): resume with that file, or start a new "
                           "run with --overwrite")
     if options.model and options.model != run.model_config.model:
         raise ConfigError(f"{str(out_path)!r} holds a {run.model_config.model} model, not "
