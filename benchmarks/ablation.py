@@ -67,7 +67,7 @@ def main() -> None:
     k = run.model_config.n_components
     val = evaluate_assignments(comps, masked.y_train_true[unlabelled], n_components=k,
                                n_classes=masked.n_classes,
-                               labelled_classes=run.meta["labelled_classes"])
+                               labelled_classes=run.meta.labelled_classes)
     test = evaluate_checkpoint(out).metrics
     record = {"settings": settings, "epochs": args.epochs, "seed": args.seed,
               "wall_s": round(wall, 1), "threads": torch.get_num_threads(),

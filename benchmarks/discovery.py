@@ -39,9 +39,9 @@ COLUMNS = ("checkpoint", "dataset", "epochs", "method", "k-hat", "hidden", "majo
 
 def score(checkpoint: Path, methods: list[str]) -> list[dict[str, object]]:
     run = load_model(checkpoint)
-    masked = read_masked_dataset(Path(run.meta["mask_file"]))
-    labelled = run.meta["labelled_classes"]
-    n_classes = len(run.meta["class_names"])
+    masked = read_masked_dataset(Path(run.meta.mask_file))
+    labelled = run.meta.labelled_classes
+    n_classes = len(run.meta.class_names)
     probs = predict_probs(run, masked.x_test)
     majority = evaluate_assignments(
         probs.argmax(-1), masked.y_test, n_components=run.model_config.n_components,
@@ -55,7 +55,7 @@ def score(checkpoint: Path, methods: list[str]) -> list[dict[str, object]]:
                              n_predicted=len(found.class_names), n_classes=n_classes,
                              labelled_classes=labelled, novelty=found.novelty(probs),
                              entropies=entropy(probs), n_new_found=found.n_new)
-        rows.append({"checkpoint": checkpoint.name, "dataset": run.meta["dataset"],
+        rows.append({"checkpoint": checkpoint.name, "dataset": run.meta.dataset,
                      "epochs": run.epoch, "method": method, "k-hat": found.n_new,
                      "hidden": int(s["n_new_true"]), "majority": majority,
                      "Hungarian all": s["discovered_acc_all"], "old": s["discovered_acc_old"],

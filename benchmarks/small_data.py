@@ -126,7 +126,7 @@ def run_susl(data: Dataset, labelled: tuple[int, ...], features: str | None, see
     result = score(comps, data.y_train[scored], k, data.n_classes, labelled)
     result.update(K=k, seconds=time.time() - start, epochs=run.epoch,
                   share=run.history["labelled_share_ratio"][-1], scored=scored,
-                  choice=run.meta.get("auto_choice", ""))
+                  choice=run.meta.auto_choice or "")
     return result
 
 

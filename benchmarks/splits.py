@@ -44,7 +44,7 @@ def run_split(data, spec: str, seed: int, args, settings: dict, work: Path) -> d
     name = "_".join(f"{k}-{v}" for k, v in sorted(settings.items())) or "default"
     out = work / f"{data.name}-{tag}-{name}-{args.preset}-e{args.epochs}-s{seed}.h5"
     start = time.time()
-    if not (out.exists() and load_model(out).meta.get("completed")):
+    if not (out.exists() and load_model(out).meta.completed):
         train_mask_file(mask, out,
                         options=model_options({k: v for k, v in settings.items()
                                                if k in MODEL_FIELDS}),

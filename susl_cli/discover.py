@@ -37,6 +37,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from susl_cli.errors import UsageError
+from susl_cli.run_meta import component_classes
 
 METHODS = ("overlap", "latent")
 MIN_SILHOUETTE = 0.25  # below it no cut shows substantial structure: one new class
@@ -232,7 +233,8 @@ def _rank(labels: np.ndarray, weights: np.ndarray) -> dict[int, int]:
 def _finish(groups: dict[int, int], embedding: np.ndarray, assigned: np.ndarray,
             n_labelled: int, n_components: int) -> list[int]:
     """Every component's output class; components left out join the nearest grouped one."""
-    component_class = list(range(n_labelled)) + [-1] * (n_components - n_labelled)
+    # output classes 0..L-1 are the labelled ones: the labelled components by the run's rule
+    component_class = component_classes(range(n_labelled), n_components).tolist()
     for j, c in groups.items():
         component_class[j] = c
     grouped = [j for j in range(n_components) if component_class[j] >= 0

@@ -8,18 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from susl_cli.discover import Discovery, DiscoveryOptions, discover_classes, no_discovery
-from susl_cli.evaluate import embed_points, predict_probs
+from susl_cli.inference import embed_points, predict_probs
 from susl_cli.runs import Run, check_run_mask, load_model, run_mask_file, save_run
 from susl_cli.storage.files import claim_output
 from susl_cli.storage.masked import read_masked_dataset
 
-META_KEY = "discovery"
-
 
 def labelled_names(run: Run) -> list[str]:
     """Names of the labelled classes, in component order (component j is the j-th of them)."""
-    names = run.meta["class_names"]
-    return [str(names[c]) for c in run.meta["labelled_classes"]]
+    return run.meta.labelled_names()
 
 
 def discover_run(run: Run, x_train: np.ndarray,
@@ -36,7 +33,7 @@ def discover_run(run: Run, x_train: np.ndarray,
 
 
 def stored_discovery(run: Run) -> Discovery | None:
-    data = run.meta.get(META_KEY)
+    data = run.meta.discovery
     return Discovery.from_json(data) if isinstance(data, dict) else None
 
 
@@ -72,8 +69,10 @@ def rediscover_checkpoint(checkpoint: Path, options: DiscoveryOptions,
 
 
 def store_discovery(run: Run, checkpoint: Path, discovery: Discovery) -> None:
-    run.meta[META_KEY] = discovery.to_json()
+    run.meta.discovery = discovery.to_json()
     # a run loaded from disk says whether it finished; one just trained has finished when its
     # epochs are done
-    completed = run.meta.get("completed", run.epoch >= run.train_config.epochs)
-    save_run(run, checkpoint, completed=bool(completed))
+    completed = run.meta.completed
+    if completed is None:  # never saved yet
+        completed = run.epoch >= run.train_config.epochs
+    save_run(run, checkpoint, completed=completed)

@@ -10,16 +10,19 @@ the test set is only scored. The output always says which.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from susl_cli.discover import Discovery
+from susl_cli.discovery_runs import discovery_of
 from susl_cli.errors import DataError, UsageError
+from susl_cli.inference import (  # noqa: F401  predict_probs, embed_points: importable here too
+    embed_points,
+    predict_probs,
+)
 from susl_cli.metrics import Metrics, discovery_scores, entropy, evaluate_assignments
 from susl_cli.runs import Run, load_model, resolve_device, run_mask_file
 from susl_cli.storage.masked import MaskedDataset, read_masked_dataset
@@ -45,39 +48,16 @@ class Evaluation:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.run.meta["class_names"])
+        return list(self.run.meta.class_names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "data": self.data_file,
                 "model": self.run.model_config.model, "epochs": self.run.epoch,
-                "mask_sha256": self.run.meta["mask_sha256"], "data_sha256": self.data_sha256,
-                "seed": self.run.meta["seed"],
+                "mask_sha256": self.run.meta.mask_sha256, "data_sha256": self.data_sha256,
+                "seed": self.run.meta.seed,
                 "metrics": self.metrics.to_dict(), "n_unscored": self.n_unscored,
                 "discovery": None if self.discovery is None else self.discovery.to_json(),
                 "discovery_source": self.discovery_source}
-
-
-@torch.no_grad()
-def _batched(run: Run, x_raw: np.ndarray, network: Callable[[torch.Tensor], torch.Tensor],
-             width: int, batch: int) -> np.ndarray:
-    """`network` over raw inputs (N, *input_shape), through the stored input transform."""
-    x = run.transform.apply(x_raw)
-    device = run.model.log_prior.device
-    run.model.eval()
-    out = [network(torch.from_numpy(x[s:s + batch]).to(device)).cpu().numpy()
-           for s in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
-
-
-def predict_probs(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """q(y|x) for raw inputs (N, *input_shape): (N, K)."""
-    return _batched(run, x_raw, lambda x: torch.softmax(run.model.classifier_logits(x), -1),
-                    run.model_config.n_components, batch)
-
-
-def embed_points(run: Run, x_raw: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Posterior means E_q(z|x, argmax q(y|x))[z] of raw inputs: (N, latent_dim)."""
-    return _batched(run, x_raw, run.model.embed, run.model_config.latent_dim, batch)
 
 
 def resolve_data_file(run: Run, checkpoint: Path, data: Path | None) -> Path:
@@ -111,17 +91,15 @@ def evaluate_checkpoint(checkpoint: Path, data: Path | None = None, fit_mapping:
                             "--fit-mapping test")
         fit_components = predict_probs(run, masked.x_train).argmax(-1)
         fit_true = masked.y_train_true
-    n_classes = len(run.meta["class_names"])
+    n_classes = len(run.meta.class_names)
     metrics = evaluate_assignments(
         probs.argmax(-1), y_test, n_components=run.model_config.n_components,
-        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
+        n_classes=n_classes, labelled_classes=run.meta.labelled_classes,
         fit_components=fit_components, fit_true=fit_true)
-    from susl_cli.discovery_runs import discovery_of  # it builds on this module
-
     discovery, source = discovery_of(run, Path(checkpoint))
     metrics = dataclasses.replace(metrics, **discovery_scores(
         discovery.classify(probs), y_test, n_predicted=len(discovery.class_names),
-        n_classes=n_classes, labelled_classes=run.meta["labelled_classes"],
+        n_classes=n_classes, labelled_classes=run.meta.labelled_classes,
         novelty=discovery.novelty(probs), entropies=entropy(probs),
         n_new_found=discovery.n_new))
     return Evaluation(str(checkpoint), str(data_file), run, metrics, probs, y_test, x_test,
@@ -133,6 +111,6 @@ def _check_compatible(run: Run, masked: MaskedDataset, path: Path) -> None:
     if shape != run.transform.input_shape:
         raise DataError(f"{str(path)!r} holds inputs of shape {shape}, the model was trained on "
                         f"{run.transform.input_shape}: score it on data of the same layout")
-    if len(masked.class_names) != len(run.meta["class_names"]):
+    if len(masked.class_names) != len(run.meta.class_names):
         raise DataError(f"{str(path)!r} has {len(masked.class_names)} classes, the model's data "
-                        f"had {len(run.meta['class_names'])}: use a mask of the same dataset")
+                        f"had {len(run.meta.class_names)}: use a mask of the same dataset")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,15 @@ from susl_cli.errors import ConfigError, TrainingError, UsageError
 from susl_cli.experiment_runs import (
     DatasetLoader,
     ExperimentObserver,
+    MaskSpec,
     RunOutcome,
+    RunSpec,
     RunTask,
     SilentExperimentObserver,
+    check_run_settings,
+    decide_action,
     execute_run,
     execute_tasks,
-    make_tasks,
     prepare_masks,
 )
 from susl_cli.models import MODELS, model_settings, setting_names
@@ -234,32 +237,6 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 # --- the plan ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class MaskSpec:
-    """One mask file: `kind` us/ss/sus, or ss_known (data restricted to the labelled classes)."""
-
-    kind: str
-    seed: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run and how it is scored."""
-
-    regime: str                                # us, ss, sus, ss_known or acc_sus
-    model: str
-    seed: int
-    mask: MaskSpec
-    checkpoint: Path
-    extra_components: int | None               # None: 40 with hidden classes, else 0
-    score_classes: tuple[int, ...] | None      # score only test points of these classes
-
-    @property
-    def name(self) -> str:
-        return self.checkpoint.stem
-
-
-@dataclass(frozen=True)
 class ExperimentPlan:
     config: ExperimentConfig
     n_classes: int
@@ -296,6 +273,26 @@ def plan_experiment(config: ExperimentConfig, n_classes: int) -> ExperimentPlan:
                 runs.append(RunSpec(regime, model, seed, mask,
                                     folder / f"{regime}_{model}_seed{seed}.h5", extra, score))
     return ExperimentPlan(config, n_classes, tuple(labelled), tuple(masks.values()), tuple(runs))
+
+
+def make_tasks(plan: ExperimentPlan, mask_sha: Callable[[Path], str]) -> list[RunTask]:
+    """One task per run; existing checkpoints are checked against the asked settings."""
+    config = plan.config
+    tasks = []
+    for run in plan.runs:
+        action = decide_action(run, config.epochs)
+        if action != "train":
+            check_run_settings(run.checkpoint, run.model, run.extra_components,
+                               mask_sha(run.mask.path), config.train_settings,
+                               config.model_settings)
+        options = model_options({**config.model_settings, "model": run.model,
+                                 "extra_components": run.extra_components})
+        overrides = {**config.train_settings, "epochs": config.epochs, "seed": run.seed}
+        tasks.append(RunTask(run, action, config.table, config.dataset_key, options,
+                             tuple(sorted(overrides.items())), config.preset_name,
+                             config.device))
+    return tasks
+
 
 
 # --- running the plan ---------------------------------------------------------------------------
@@ -338,6 +335,6 @@ def run_experiment(config: ExperimentConfig,
 
 __all__ = [
     "ExperimentConfig", "ExperimentPlan", "ExperimentResult", "MaskSpec", "RunSpec", "RunTask",
-    "RunOutcome", "execute_run", "parse_names", "parse_settings", "plan_experiment",
+    "RunOutcome", "execute_run", "make_tasks", "parse_names", "parse_settings", "plan_experiment",
     "run_experiment",
 ]

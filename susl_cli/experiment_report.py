@@ -22,7 +22,7 @@ import torch
 from susl_cli import __version__
 from susl_cli.metrics import summarise_runs
 from susl_cli.runs import resolve_device
-from susl_cli.storage.files import write_atomic
+from susl_cli.storage.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from susl_cli.experiment import ExperimentConfig, ExperimentResult
@@ -144,11 +144,6 @@ def describe_hardware(device: str) -> str:
     parts.append(f"torch {torch.__version__}, Python {platform.python_version()}, "
                  f"susl {__version__}")
     return "; ".join(parts)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through susl's one atomic writer (the report is regenerated on every run)."""
-    write_atomic(path, text.encode("utf-8"), overwrite=True)
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -273,9 +268,10 @@ def write_reports(result: ExperimentResult, command: str) -> Report:
     cells = summarise_cells(result.rows, config.table, config.dataset_key)
     out = Path(config.out_dir)
     csv_path, md_path = out / f"{config.name}.csv", out / f"{config.name}.md"
-    _write_text(csv_path, csv_text(result.rows))
+    # regenerated on every run of the grid: no --overwrite
+    write_text_atomic(csv_path, csv_text(result.rows), overwrite=True)
     text = markdown_text(result, cells, command)
-    _write_text(md_path, text)
+    write_text_atomic(md_path, text, overwrite=True)
     return Report(cells, csv_path, md_path, text)
 
 

@@ -1,7 +1,8 @@
-"""Running the experiment grid: its masks, the checks on existing checkpoints, training each
-run (here or in spawned worker processes) and scoring it.
+"""Running the experiment grid: its masks and runs (`MaskSpec`, `RunSpec`), the checks on
+existing checkpoints, training each run (here or in spawned worker processes) and scoring it.
 
-Library layer: no CLI imports, prints nothing. susl_cli.experiment plans; this module runs.
+Library layer: no CLI imports, prints nothing. susl_cli.experiment plans (and imports this
+module); this module runs and never imports the planner, so the two form no import circle.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from susl_cli.data.sources import Dataset, load_dataset
 from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
-from susl_cli.runs import ModelOptions, Run, load_model, model_options, resolve_device
+from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.masked import (
     describe_masked_dataset,
@@ -34,8 +35,33 @@ from susl_cli.storage.masked import (
 )
 from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
 
-if TYPE_CHECKING:
-    from susl_cli.experiment import ExperimentPlan, MaskSpec, RunSpec
+# --- the runs of a plan -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One mask file: `kind` us/ss/sus, or ss_known (data restricted to the labelled classes)."""
+
+    kind: str
+    seed: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run and how it is scored."""
+
+    regime: str                                # us, ss, sus, ss_known or acc_sus
+    model: str
+    seed: int
+    mask: MaskSpec
+    checkpoint: Path
+    extra_components: int | None               # None: 40 with hidden classes, else 0
+    score_classes: tuple[int, ...] | None      # score only test points of these classes
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint.stem
+
 
 class DatasetLoader:
     """Loads the dataset at most once, and only when a mask has to be made."""
@@ -174,7 +200,7 @@ def score_checkpoint(checkpoint: Path, mask: Path, classes: tuple[int, ...] | No
     probs = predict_probs(run, masked.x_test[keep])  # (M, K)
     metrics = evaluate_assignments(
         probs.argmax(-1), masked.y_test[keep], n_components=run.model_config.n_components,
-        n_classes=masked.n_classes, labelled_classes=run.meta["labelled_classes"])
+        n_classes=masked.n_classes, labelled_classes=run.meta.labelled_classes)
     return run, metrics
 
 
@@ -251,25 +277,6 @@ def decide_action(run: RunSpec, epochs: int) -> str:
     return "resume"
 
 
-def make_tasks(plan: ExperimentPlan, mask_sha: Callable[[Path], str]) -> list[RunTask]:
-    """One task per run; existing checkpoints are checked against the asked settings."""
-    config = plan.config
-    tasks = []
-    for run in plan.runs:
-        action = decide_action(run, config.epochs)
-        if action != "train":
-            check_run_settings(run.checkpoint, run.model, run.extra_components,
-                               mask_sha(run.mask.path), config.train_settings,
-                               config.model_settings)
-        options = model_options({**config.model_settings, "model": run.model,
-                                 "extra_components": run.extra_components})
-        overrides = {**config.train_settings, "epochs": config.epochs, "seed": run.seed}
-        tasks.append(RunTask(run, action, config.table, config.dataset_key, options,
-                             tuple(sorted(overrides.items())), config.preset_name,
-                             config.device))
-    return tasks
-
-
 def execute_run(task: RunTask) -> RunOutcome:
     """Train (or resume, or skip) one run, then score it. Runs in a worker process too.
 
@@ -292,7 +299,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     row: dict[str, Any] = {
         "table": task.table, "dataset": task.dataset, "model": run.model,
         "regime": run.regime, "seed": run.seed, "mask_seed": run.mask.seed,
-        "epochs": trained.epoch, "completed": bool(trained.meta.get("completed")),
+        "epochs": trained.epoch, "completed": bool(trained.meta.completed),
         "lr_schedule_as_planned": schedule_as_planned(trained),
         "train_seconds": round(float(sum(trained.history.get("seconds", []))), 2),
         "n_components": trained.model_config.n_components, "n_points": metrics.n_points,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from susl_cli.errors import DataError
+from susl_cli.run_meta import component_classes
 
 # scipy and scikit-learn are imported where they are used: the CLI modules that import this one
 # for metric names (console.py) must not pay seconds for them at start-up.
@@ -130,9 +131,7 @@ def classifier_mapping(labelled_classes: Sequence[int], n_components: int) -> np
             f"{len(labelled)} labelled classes but only {n_components} components; "
             "a model needs one component per labelled class"
         )
-    mapping = np.full(n_components, UNMAPPED, dtype=np.int64)
-    mapping[: len(labelled)] = labelled
-    return mapping
+    return component_classes(labelled, n_components)  # unmapped components: -1 (UNMAPPED)
 
 
 def accuracy(mapped_pred: Any, true: Any) -> float:

@@ -29,7 +29,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from susl_cli.errors import DataError, OutputError  # noqa: E402
-from susl_cli.storage.files import write_atomic  # noqa: E402
+from susl_cli.storage.atomic import write_atomic  # noqa: E402
 
 DPI = 100  # figures with titles and axes are sized in inches at this resolution
 

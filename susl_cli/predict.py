@@ -198,7 +198,7 @@ def fit_layout(run: Run, x: np.ndarray, where: str) -> np.ndarray:
 def calibrate(run: Run, checkpoint: Path, mask: Path | None, quantile: float) -> Calibration:
     """Class names (the run's discovery) and the entropy threshold (its mask file's labelled
     training points). No true label is read."""
-    path = Path(mask) if mask is not None else Path(run.meta["mask_file"])
+    path = Path(mask) if mask is not None else Path(run.meta.mask_file)
     stored = stored_discovery(run)
     if not path.exists():
         if mask is not None:

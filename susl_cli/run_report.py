@@ -22,7 +22,8 @@ from susl_cli import __version__
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, evaluate_checkpoint
 from susl_cli.metrics import entropy
-from susl_cli.storage.files import check_output_path, write_atomic
+from susl_cli.storage.atomic import write_text_atomic
+from susl_cli.storage.files import check_output_path
 from susl_cli.training_log import history_columns
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
@@ -63,7 +64,7 @@ def write_run_report(checkpoint: Path, out: Path, *, data: Path | None = None,
                                                                    device, seed)]
     title = f"susl report: {checkpoint.name} on {Path(e.data_file).name}"
     text = _html(title, sections) if kind == "html" else _markdown(title, sections)
-    write_atomic(out, text.encode("utf-8"), overwrite=overwrite, inputs=(checkpoint, data))
+    write_text_atomic(out, text, overwrite=overwrite, inputs=(checkpoint, data))
     return {"out": str(out), "format": kind, "checkpoint": str(checkpoint),
             "sections": [s.title for s in sections],
             "figures": [t for s in sections for t, _ in s.figures]}
@@ -75,15 +76,14 @@ def _settings(e: Evaluation) -> Section:
     meta, mc, tc = e.run.meta, e.run.model_config, e.run.train_config
     rows = [["checkpoint", e.checkpoint], ["scored on", f"{e.data_file} ({len(e.y_true)} test "
                                                         "points)"],
-            ["dataset", f"{meta.get('dataset')} ({meta.get('regime')})"],
-            ["labelled classes", ", ".join(map(str, meta.get("labelled_classes", []))) or
-             "none"],
+            ["dataset", f"{meta.dataset} ({meta.regime})"],
+            ["labelled classes", ", ".join(map(str, meta.labelled_classes)) or "none"],
             ["model", f"{mc.model}, K = {mc.n_components} components ({mc.n_labelled} "
                       f"labelled), latent {mc.latent_dim}, hidden {mc.hidden_units}, "
                       f"{mc.likelihood} likelihood, input features "
                       f"{getattr(mc, 'input_features', 'raw')}"],
             ["epochs", f"{e.run.epoch} of {tc.epochs}"],
-            ["seed", str(meta.get("seed"))], ["susl", __version__]]
+            ["seed", str(meta.seed)], ["susl", __version__]]
     rows += [[f"train: {k}", f"{v:g}" if isinstance(v, float) else str(v)]
              for k, v in sorted({**vars(e.run.model.objective), **vars(tc)}.items())]
     return Section("Settings", tables=[(["setting", "value"], rows)])
@@ -109,7 +109,7 @@ def _confusion(e: Evaluation) -> Section:
     rows = [[names[i], *(f"{c:g}" for c in counts[i])] for i in range(len(names))]
     png = _render(lambda p: plots.plot_confusion(
         counts, names, columns, p, f"{Path(e.checkpoint).name} ({e.run.model_config.model}) "
-        f"on {e.run.meta.get('dataset')}: true x mapped class"))
+        f"on {e.run.meta.dataset}: true x mapped class"))
     return Section("Confusion matrix (true class x mapped class, majority mapping)",
                    tables=[(["true \\ predicted", *columns], rows)],
                    figures=[("confusion matrix", png)])
@@ -129,7 +129,7 @@ def _figures(e: Evaluation, checkpoint: Path, data: Path | None, device: str, se
             sections.append(Section("Samples", figures=[("sample grid", path.read_bytes())],
                                     notes=[summary["caption"]]))
     h = entropy(e.probs)
-    known = np.isin(e.y_true, e.run.meta["labelled_classes"])
+    known = np.isin(e.y_true, e.run.meta.labelled_classes)
     png = _render(lambda p: plots.plot_entropy_kde(h[known], h[~known], p,
                                                   "entropy of q(y|x) on test points"))
     sections.append(Section("Entropy of q(y|x)", figures=[("entropy plot", png)],

@@ -33,6 +33,7 @@ from susl_cli.objective import (
 )
 from susl_cli.preprocess import InputTransform, fit_transform
 from susl_cli.resources import check_components_fit, check_model_fits
+from susl_cli.run_meta import RunMeta
 from susl_cli.storage.checkpoint import CheckpointData, read_checkpoint, write_checkpoint
 from susl_cli.storage.files import check_regular_file
 from susl_cli.storage.masked import MaskedDataset, file_sha256
@@ -89,7 +90,7 @@ class Run:
     transform: InputTransform
     model: SuslModel
     optimizer: torch.optim.Optimizer
-    meta: dict[str, Any]
+    meta: RunMeta
     epoch: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -167,21 +168,21 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
         torch.manual_seed(train_config.seed)
         model.reset_parameters()
     model.to(device)
-    meta = {
-        "model": model_config.model,
-        "mask_sha256": file_sha256(mask_path),
-        "mask_file": str(Path(mask_path).resolve()),
-        "dataset": masked.metadata.dataset,
-        "regime": masked.metadata.regime,
-        "label_source": masked.metadata.label_source,
-        "class_names": list(masked.class_names),
-        "n_classes": masked.n_classes,
-        "labelled_classes": list(masked.labelled_classes),
-        "hidden_classes": list(masked.hidden_classes),
-        "input_kind": masked.input_kind,
-        "seed": train_config.seed,
-        "susl_version": __version__,
-    }
+    meta = RunMeta(
+        model=model_config.model,
+        mask_sha256=file_sha256(mask_path),
+        mask_file=str(Path(mask_path).resolve()),
+        dataset=masked.metadata.dataset,
+        regime=masked.metadata.regime,
+        label_source=masked.metadata.label_source,
+        class_names=list(masked.class_names),
+        n_classes=masked.n_classes,
+        labelled_classes=list(masked.labelled_classes),
+        hidden_classes=list(masked.hidden_classes),
+        input_kind=masked.input_kind,
+        seed=train_config.seed,
+        susl_version=__version__,
+    )
     return Run(model_config, train_config, transform, model, make_optimizer(model, train_config),
                meta)
 
@@ -195,7 +196,7 @@ def run_mask_file(run: Run, checkpoint: Path, data: Path | None = None, *,
     replaced since training would be scored (or sampled, or predicted from) silently.
     Every command that reads a run's mask goes through here.
     """
-    path = Path(data) if data is not None else Path(run.meta["mask_file"])
+    path = Path(data) if data is not None else Path(run.meta.mask_file)
     if not path.exists():
         raise FileFormatError(
             f"the mask file {str(path)!r} that {str(checkpoint)!r} was trained on is not there: "
@@ -212,7 +213,7 @@ def check_run_mask(run: Run, checkpoint: Path, path: Path, sha: str | None = Non
                    option: str = "--data") -> None:
     """Refuse a mask file whose bytes differ from those `checkpoint` was trained on."""
     check_regular_file(path, FileFormatError, "mask file")
-    if (sha or file_sha256(path)) != run.meta.get("mask_sha256"):
+    if (sha or file_sha256(path)) != run.meta.mask_sha256:
         raise DataError(
             f"{str(path)!r} is not the mask file {str(checkpoint)!r} was trained on (its sha256 "
             "differs: it was replaced or changed since training): restore that file, or pass "
@@ -228,7 +229,7 @@ def make_optimizer(model: SuslModel, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def save_run(run: Run, path: Path, completed: bool) -> None:
-    meta = {**run.meta, "epoch": run.epoch, "completed": completed,
+    meta = {**run.meta.to_dict(), "epoch": run.epoch, "completed": completed,
             "model_config": model_config_to_dict(run.model_config),
             "objective_config": to_dict(run.model.objective),
             "train_config": to_dict(run.train_config)}
@@ -242,7 +243,7 @@ def save_run(run: Run, path: Path, completed: bool) -> None:
     # The run in memory says what its file says: a resumed run loaded "completed": False, and
     # a later save without `completed` (store_discovery) must not mark its finished file
     # interrupted again.
-    run.meta["completed"] = completed
+    run.meta.completed = completed
 
 
 def load_model(path: Path, device: torch.device | str = "cpu",
@@ -261,6 +262,7 @@ def load_model(path: Path, device: torch.device | str = "cpu",
         model.load_state_dict(state)
         transform = InputTransform.from_arrays(data.transform)
         epoch = int(data.meta["epoch"])
+        meta = RunMeta.from_dict(data.meta)
         history = {k: [float(x) for x in v] for k, v in data.history.items()}
     except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as err:
         detail = " ".join(str(err).split())[:200]
@@ -275,10 +277,6 @@ def load_model(path: Path, device: torch.device | str = "cpu",
             detail = " ".join(str(err).split())[:200]
             raise FileFormatError(f"{str(path)!r} holds a damaged optimizer state ({detail}): "
                                   "start a new run with --overwrite") from None
-    meta = {k: v for k, v in data.meta.items()
-            if k not in ("model_config", "objective_config", "train_config", "epoch",
-                         "completed")}
-    meta["completed"] = bool(data.meta.get("completed", False))
     return Run(model_config, train_config, transform, model, optimizer, meta, epoch, history)
 
 

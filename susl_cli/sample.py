@@ -171,7 +171,7 @@ def parse_component_spec(spec: str, n_components: int | None) -> tuple[int, ...]
 
 def is_image_run(run: Run) -> bool:
     """Grey images: the mask called the inputs images and each example is 2-D."""
-    return run.meta.get("input_kind") == "image" and len(run.transform.input_shape) == 2
+    return run.meta.input_kind == "image" and len(run.transform.input_shape) == 2
 
 
 def check_sample_path(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
@@ -186,7 +186,7 @@ def check_sample_path(out: Path, overwrite: bool, inputs: tuple[Path | None, ...
 def load_reference(run: Run, checkpoint: Path, data: Path | None, required: bool
                    ) -> Reference | None:
     """The reference points of the run's mask file (or `data`); None if absent and optional."""
-    if data is None and not Path(run.meta["mask_file"]).exists() and not required:
+    if data is None and not Path(run.meta.mask_file).exists() and not required:
         return None  # explicit columns can still be drawn, labelled by construction only
     path = resolve_data_file(run, checkpoint, data)  # says how to fix a missing mask file
     masked = read_masked_dataset(path, with_true_labels=True)
@@ -202,10 +202,10 @@ def load_reference(run: Run, checkpoint: Path, data: Path | None, required: bool
 
 def order_columns(run: Run, used: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     """Labelled components first, then extra ones by class (labelled ones, then new-1 ..)."""
-    n_labelled = run.model_config.n_labelled
+    labelled = run.meta.component_classes(run.model_config.n_components) >= 0
 
     def key(c: int) -> tuple[int, int, int]:
-        if c < n_labelled:
+        if labelled[c]:
             return (0, c, c)
         return (1, int(mapping[c]), c)
 

@@ -149,9 +149,9 @@ def _finish_epoch(run: Run, data: TrainingData, record: dict[str, float]) -> Non
         labelled, unlabelled, mc.prior, mc.n_labelled)
     if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
         ratios = component_share_ratios(labelled, unlabelled, mc.prior, mc.n_labelled)
-        run.meta["share_multipliers"] = update_multipliers(
+        run.meta.share_multipliers = update_multipliers(
             _multipliers(run), ratios, model.objective.labelled_share_cap)
-        record["share_multiplier_max"] = max(run.meta["share_multipliers"])
+        record["share_multiplier_max"] = max(run.meta.share_multipliers)
     for key, value in record.items():
         # a key new since a resumed checkpoint was written: earlier epochs did not log it
         run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -193,7 +193,7 @@ def _guarded(run: Run, data: TrainingData) -> bool:
 
 def _multipliers(run: Run) -> list[float]:
     """The merge guard's multipliers (stored in the checkpoint's meta; 0 = off)."""
-    return list(run.meta.get("share_multipliers") or [0.0] * run.model_config.n_labelled)
+    return list(run.meta.share_multipliers or [0.0] * run.model_config.n_labelled)
 
 
 def _on_disk(out_path: Path, last_saved: int) -> str:
@@ -314,7 +314,7 @@ def train_mask_file(
         options, settings, reasons = _apply_preset(preset, masked, options, train_overrides)
         objective, train_config = split_settings(settings)
         run = new_run(masked, mask_path, options, train_config, torch_device, objective)
-        run.meta["auto_choice"] = list(reasons)  # stored in the checkpoint, shown by train
+        run.meta.auto_choice = list(reasons)  # stored in the checkpoint, shown by train
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
     run = fit(run, data, out_path, observer)
     store_discovery(run, out_path, discover_run(run, masked.x_train,
@@ -361,9 +361,9 @@ RESUMABLE_SETTINGS = ("epochs", "checkpoint_every", "checkpoint_seconds")
 def _resume(mask_path: Path, out_path: Path, options: ModelOptions,
             overrides: dict[str, object], device: torch.device) -> Run:
     run = load_model(out_path, device, with_optimizer=True)
-    if run.meta["mask_sha256"] != file_sha256(mask_path):
+    if run.meta.mask_sha256 != file_sha256(mask_path):
         raise ConfigError(f"{str(out_path)!r} was trained on another mask file "
-                          f"({run.meta['mask_file']!r}): resume with that file, or start a new "
+                          f"({run.meta.mask_file!r}): resume with that file, or start a new "
                           "run with --overwrite")
     if options.model and options.model != run.model_config.model:
         raise ConfigError(f"{str(out_path)!r} holds a {run.model_config.model} model, not "

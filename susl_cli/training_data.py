@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from susl_cli.run_meta import component_of_class
 from susl_cli.runs import Run
 from susl_cli.share_guard import unlabelled_targets
 
@@ -34,7 +35,7 @@ def prepare_data(run: Run, x_train: np.ndarray, y_observed: np.ndarray,
     x = torch.from_numpy(run.transform.apply(x_train)).to(device)
     labelled = np.flatnonzero(y_observed >= 0)
     unlabelled = np.flatnonzero(y_observed < 0)
-    class_to_component = {c: j for j, c in enumerate(run.meta["labelled_classes"])}
+    class_to_component = component_of_class(run.meta.labelled_classes)
     y = np.asarray([class_to_component[int(c)] for c in y_observed[labelled]], dtype=np.int64)
     mc = run.model_config
     targets = None

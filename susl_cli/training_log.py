@@ -2,7 +2,7 @@
 
 `susl train --out run.h5` keeps `run.history.csv` up to date after every epoch (one row per
 finished epoch: epoch, loss terms, lr, accuracies, components used, seconds, samples/s).
-It is rewritten whole by susl's one atomic writer (storage/files.py: temporary file, rename,
+It is rewritten whole by susl's one atomic writer (storage/atomic.py: temporary file, rename,
 Ctrl-C held back), so a reader never sees half a row; `susl train` checks and locks it like
 its checkpoint before any work. On --resume it restarts from the checkpoint's own history, so
 rows of epochs a kill lost do not linger. The checkpoint's history stays the record; this
@@ -18,7 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from susl_cli.storage.files import MAX_NAME_BYTES, write_atomic
+from susl_cli.storage.atomic import write_text_atomic
+from susl_cli.storage.files import MAX_NAME_BYTES
 
 HISTORY_SUFFIX = ".history.csv"
 FIRST_COLUMNS = ("epoch", "loss")
@@ -58,7 +59,7 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: Path) -> Pat
     writer.writerow(columns)
     for i in range(n_rows):
         writer.writerow([_cell(history[c], i) for c in columns])
-    return write_atomic(Path(path), text.getvalue().encode("utf-8"), overwrite=True)
+    return write_text_atomic(Path(path), text.getvalue(), overwrite=True)
 
 
 def _cell(values: Sequence[float], i: int) -> str:

@@ -50,7 +50,7 @@ def test_train_writes_checkpoint_and_resumes_identically(tiny_mask: Path, tmp_pa
     assert result.exit_code == 0, result.output
     a, b = load_model(full), load_model(part)
     assert a.epoch == b.epoch == 4
-    assert b.meta["completed"]  # loaded as interrupted, saved as finished once it finished
+    assert b.meta.completed  # loaded as interrupted, saved as finished once it finished
     for key, value in a.model.state_dict().items():
         assert np.array_equal(value.numpy(), b.model.state_dict()[key].numpy()), key
     assert len(a.history["loss"]) == 4

@@ -38,7 +38,7 @@ def test_download_mnist_into_cache(mirror: Path, tmp_path: Path, monkeypatch) ->
         data = load_dataset("mnist", download=True, progress=lambda *a: seen.append(a))
     assert data.x_train.shape == (60000, 28, 28)
     cache = tmp_path / "cache" / "mnist"
-    assert sorted(p.name for p in cache.iterdir()) == sorted(IDX_FILES)  # no .part leftovers
+    assert sorted(p.name for p in cache.iterdir()) == sorted(IDX_FILES)  # no temporaries left
     assert {name for name, _, _ in seen} == set(IDX_FILES)
     assert all(total is not None and done <= total for _, done, total in seen)
     # Found in the cache from now on, with no server and no --download.
@@ -62,7 +62,7 @@ def test_checksum_mismatch_deletes_the_download(mirror: Path, tmp_path: Path, ru
     assert "sha256" in result.stderr and "deleted" in result.stderr
     cache = tmp_path / "cache" / "mnist"
     assert not (cache / "train-labels-idx1-ubyte.gz").exists()
-    assert not [p for p in cache.iterdir() if p.name.endswith(".part")]
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
 def test_missing_file_on_server(tmp_path: Path, monkeypatch) -> None:

@@ -64,6 +64,6 @@ def test_missing_training_mask_says_to_pass_data(tiny_image_run, tmp_path: Path)
     from susl_cli.evaluate import resolve_data_file
 
     fake = load_model(lonely)
-    fake.meta["mask_file"] = str(tmp_path / "gone.h5")
+    fake.meta.mask_file = str(tmp_path / "gone.h5")
     with pytest.raises(FileFormatError, match="--data"):
         resolve_data_file(fake, lonely, None)

@@ -91,21 +91,21 @@ def test_threshold_is_a_quantile_of_labelled_training_entropies(tiny_image_run) 
     assert calibration.entropy_threshold == pytest.approx(expected)
     discovery = calibration.discovery
     assert discovery.component_class[:2] == (0, 1)  # labelled components keep their class
-    assert discovery.class_names[:2] == tuple(run.meta["class_names"][c]
-                                              for c in run.meta["labelled_classes"])
+    assert discovery.class_names[:2] == tuple(run.meta.class_names[c]
+                                              for c in run.meta.labelled_classes)
     assert "stored" in calibration.mapping_source
 
 
 def test_moved_or_foreign_mask_files(tiny_image_run, tiny_real_run, tmp_path: Path) -> None:
     run = load_model(tiny_image_run[1])
-    run.meta["mask_file"] = str(tmp_path / "gone.h5")
+    run.meta.mask_file = str(tmp_path / "gone.h5")
     calibration = calibrate(run, tiny_image_run[1], None, 0.95)
     assert calibration.entropy_threshold is None and "--mask" in calibration.threshold_source
     with pytest.raises(DataError, match="does not exist"):
         calibrate(run, tiny_image_run[1], tmp_path / "gone.h5", 0.95)
     with pytest.raises(DataError, match="not the mask file"):
         calibrate(run, tiny_image_run[1], tiny_real_run[0], 0.95)
-    del run.meta["discovery"]  # an older checkpoint: nothing stored, nothing to compute from
+    run.meta.discovery = None  # an older checkpoint: nothing stored, nothing to compute from
     with pytest.raises(DataError, match="no discovered classes stored"):
         calibrate(run, tiny_image_run[1], None, 0.95)
 

@@ -13,6 +13,7 @@ import pytest
 
 from susl_cli.errors import DataError, UsageError
 from susl_cli.preprocess import fit_transform
+from susl_cli.run_meta import RunMeta
 from susl_cli.runs import load_model
 from susl_cli.sample import (
     SampleOptions,
@@ -69,8 +70,8 @@ def test_to_input_space_undoes_standardisation() -> None:
 
 
 def test_columns_labelled_first_then_by_class() -> None:
-    run = SimpleNamespace(model_config=SimpleNamespace(n_labelled=2),
-                          meta={"class_names": ["a", "b", "c", "d"]})
+    run = SimpleNamespace(model_config=SimpleNamespace(n_labelled=2, n_components=6),
+                          meta=RunMeta("m.h5", "0" * 64, ["a", "b", "c", "d"], [0, 1], 0))
     mapping = np.array([0, 1, 3, 4, 2, 0])  # output classes: a, b, then new-1 (2) ..
     order = order_columns(run, np.array([5, 4, 3, 2, 1, 0]), mapping)
     assert order.tolist() == [0, 1, 5, 4, 2, 3]  # extras: class a, new-1, new-2, new-3
@@ -112,10 +113,10 @@ def test_default_grid_uses_the_used_components(tiny_image_run) -> None:
 
 def test_explicit_columns_without_the_mask_file(tiny_image_run, tmp_path: Path) -> None:
     run = load_model(tiny_image_run[1])
-    run.meta["mask_file"] = str(tmp_path / "moved.h5")
+    run.meta.mask_file = str(tmp_path / "moved.h5")
     grid = build_grid(run, tiny_image_run[1], SampleOptions(components="5,0", rows=2))
     assert grid.components.tolist() == [5, 0]
-    stored = run.meta["discovery"]  # the names come from the stored discovery, no labels
+    stored = run.meta.discovery  # the names come from the stored discovery, no labels
     assert grid.mapped_names == [stored["class_names"][stored["component_class"][5]], "0"]
     with pytest.raises(Exception, match="--data"):
         build_grid(run, tiny_image_run[1], SampleOptions(rows=2))

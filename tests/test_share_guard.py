@@ -72,7 +72,7 @@ def test_guard_undoes_a_hidden_class_merging_into_a_lookalike_labelled_one(tmp_p
                for run in (unguarded, guarded)]
     assert in_zero[0] > 0.5 > in_zero[1]
     # the multipliers travel with the checkpoint, so a resumed run continues the same schedule
-    assert load_model(out).meta["share_multipliers"] == guarded.meta["share_multipliers"]
+    assert load_model(out).meta.share_multipliers == guarded.meta.share_multipliers
 
 
 def test_multipliers_double_above_the_cap_hold_inside_and_fall_below_the_prior():

@@ -64,7 +64,7 @@ def evaluate(
         if path is not None:
             check_output_path(path, overwrite, inputs=(*runs, data))
     results = [evaluate_checkpoint(r, data, fit_mapping, device) for r in runs]
-    masks = {e.run.meta["mask_sha256"] for e in results}
+    masks = {e.run.meta.mask_sha256 for e in results}
     if len(masks) > 1 and not allow_mixed:
         raise UsageError("these runs were trained on different mask files: evaluate them "
                          "separately, or pass --allow-mixed")
@@ -128,7 +128,7 @@ def _render(results: list[Evaluation], raw: bool) -> None:
 
 def _write_csv(results: list[Evaluation], path: Path) -> None:
     rows = [{"checkpoint": e.checkpoint, "model": e.run.model_config.model,
-             "seed": e.run.meta["seed"],
+             "seed": e.run.meta.seed,
              **{k: getattr(e.metrics, k) for k in SUMMARY_FIELDS}} for e in results]
     write_csv_atomic(path, pd.DataFrame(rows), overwrite=True)  # --overwrite checked first
 
@@ -142,14 +142,14 @@ def _figures(e: Evaluation, plot: Path | None, entropy_plot: Path | None,
     if plot is not None:
         plots.plot_confusion(e.metrics.confusion, names, [*names, "unmapped"], plot,
                              f"{Path(e.checkpoint).name} ({e.run.model_config.model}) on "
-                             f"{e.run.meta.get('dataset')}: true x mapped class")
+                             f"{e.run.meta.dataset}: true x mapped class")
     if entropy_plot is not None:
         h = entropy(e.probs)
-        known = np.isin(e.y_true, e.run.meta["labelled_classes"])
+        known = np.isin(e.y_true, e.run.meta.labelled_classes)
         plots.plot_entropy_kde(h[known], h[~known], entropy_plot,
                                "entropy of q(y|x) on test points")
     if tsne is not None:
-        keep = np.random.default_rng(e.run.meta["seed"]).permutation(len(e.y_true))[:2000]
+        keep = np.random.default_rng(e.run.meta.seed).permutation(len(e.y_true))[:2000]
         plots.plot_tsne(embed_points(e.run, e.x[keep]), e.y_true[keep], names, tsne,
-                        seed=e.run.meta["seed"],
+                        seed=e.run.meta.seed,
                         title=f"{e.run.model_config.model}: t-SNE of posterior means of z")

@@ -280,9 +280,9 @@ def _summary(run: Run, out: Path) -> dict:
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
                   for k, v in last.items()},
         "total_seconds": float(sum(run.history.get("seconds", []))),
-        "label_source": run.meta.get("label_source", "masked"),
-        "discovery": run.meta.get("discovery"),
-        "chosen": list(run.meta.get("auto_choice") or []),
+        "label_source": run.meta.label_source,
+        "discovery": run.meta.discovery,
+        "chosen": list(run.meta.auto_choice or []),
     }
 
 

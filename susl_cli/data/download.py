@@ -1,10 +1,11 @@
-"""Downloading dataset files with urllib: temp name, checksum, then rename.
+"""Downloading dataset files with urllib, through susl's one atomic writer (checksum, then rename).
 
 The library prints nothing: callers pass a progress callback (the CLI draws a rich bar).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -15,9 +16,11 @@ import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from susl_cli.data.checksums import file_sha256
 from susl_cli.errors import DataError
+from susl_cli.storage.atomic import atomic_output, interrupt_pending, write_atomic
 
 # (file description, bytes done, bytes total or None when the server does not say)
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -41,38 +44,33 @@ def download_file(
     sha256: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
-    """Fetch `url` to `dest`. The bytes go to a temporary name in the same folder and are renamed
-    only once complete and (when `sha256` is given) verified, so `dest` is never half-written;
+    """Fetch `url` to `dest` through susl's one atomic writer: `dest` appears only once the
+    download is complete and (when `sha256` is given) verified, so it is never half-written;
     on a checksum mismatch the download is deleted and a DataError raised."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            done, total = _copy_response(url, out, dest.name, progress)
+    with atomic_output(dest, overwrite=True) as out:
+        digest = hashlib.sha256()
+        done, total = _copy_response(url, out, dest.name, progress, digest)
         if total is not None and done != total:
             raise DataError(
                 f"download of {url} stopped after {done} of {total} bytes: run the command again"
             )
-        if sha256 is not None:
-            got = file_sha256(tmp)
-            if got != sha256:
-                raise DataError(
-                    f"downloaded {dest.name} from {url} has sha256 {got[:12]}..., expected "
-                    f"{sha256[:12]}... (corrupt or altered copy; it was deleted): "
-                    "try again or use another mirror (SUSL_MIRROR_URL)"
-                )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise DataError(
+                f"downloaded {dest.name} from {url} has sha256 {digest.hexdigest()[:12]}..., "
+                f"expected {sha256[:12]}... (corrupt or altered copy; it was deleted): "
+                "try again or use another mirror (SUSL_MIRROR_URL)"
+            )
     return dest
 
 
 def _copy_response(
-    url: str, out, name: str, progress: ProgressCallback | None
+    url: str, out: BinaryIO, name: str, progress: ProgressCallback | None, digest: Any
 ) -> tuple[int, int | None]:
-    """Stream the body of `url` into `out`; network failures become one DataError sentence."""
+    """Stream the body of `url` into `out` (and `digest`); network failures become one
+    DataError sentence. Ctrl-C stops the download at the next chunk (the writer holds it back
+    so that no write stops half-way; a download may take minutes)."""
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:  # noqa: S310  http(s) only
             length = resp.headers.get("Content-Length")
@@ -80,7 +78,10 @@ def _copy_response(
             done = 0
             while chunk := resp.read(_CHUNK):
                 out.write(chunk)
+                digest.update(chunk)
                 done += len(chunk)
+                if interrupt_pending():
+                    raise KeyboardInterrupt
                 if progress is not None:
                     progress(name, done, total)
             return done, total
@@ -166,9 +167,12 @@ def _verify_extracted(path: Path, rel: str, sha: str, zip_path: Path) -> None:
 
 
 def _move_tree(staging: Path, dest_dir: Path) -> None:
-    """Move verified files from the staging folder into place, file by file (rename, no copy)."""
+    """Put the verified files from the staging folder in place, each through susl's one
+    atomic writer (a copy: the writer's temporary sits beside its target and is fsynced)."""
     for src in sorted((staging / HAR_FOLDER).rglob("*")):
         if src.is_file():
             target = dest_dir / src.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, target)
+            with open(src, "rb") as fh:
+                write_atomic(target, lambda out, fh=fh: shutil.copyfileobj(fh, out, _CHUNK),
+                             overwrite=True)

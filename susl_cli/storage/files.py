@@ -1,18 +1,17 @@
-"""Every file susl writes, and the files it reads, pass through here (no h5py: CSV and PNG
-writers use it without loading HDF5).
+"""The checks and locks around every file susl writes, and the inputs it reads (no h5py).
+
+The writing itself is storage/atomic.py (the one atomic writer), which builds on this module.
 
 - `check_output_path`: the one check of an output, before any work (not `-`, not a folder, a
   device, a FIFO or a symbolic link, not one of this command's inputs, not an existing file
   without `--overwrite`), which also claims the output's advisory lock.
-- `write_atomic`: the one writer. Bytes go to `.NAME.PID.XXXXXXXX.tmp` beside the target, are
-  fsynced, renamed over the target, and the folder is fsynced. Ctrl-C during a write is held
-  back until the write is finished or abandoned: the target is never half-written.
 - `claim_output`: an advisory lock (`fcntl.flock`) on `.NAME.lock` beside the output, held for
   the whole command, so two susl processes never write one output; the second is refused with
   a sentence naming the first one's process id. The lock file is removed on release.
 - `note_input` / `check_regular_file`: what a command read (so that no output of the same
   command replaces it) and the refusal of FIFOs, devices and other non-regular files, which
   could hang a reader or feed it without end.
+- `write_error`: a failed write (disk full, quota, permissions) as one sentence.
 """
 
 from __future__ import annotations
@@ -22,14 +21,9 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
-import signal
 import stat
-import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from susl_cli.errors import OutputError, SuslError
 from susl_cli.resources import format_bytes
@@ -241,7 +235,7 @@ def claim_output(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _held_for_write(path: Path) -> Iterator[None]:
+def held_for_write(path: Path) -> Iterator[None]:
     key = str(lock_path(Path(path).absolute()))
     if any(key in scope.locks for scope in _scopes):
         yield
@@ -259,14 +253,14 @@ def _acquire(lock: Path, target: Path) -> int:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
-            raise _write_error(target, err, 0) from None
+            raise write_error(target, err, 0) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             holder = _read_holder(fd)
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise _write_error(target, err, 0) from None
+                raise write_error(target, err, 0) from None
             raise OutputError(f"{str(target)!r} is being written by another susl process "
                               f"({holder}): wait for it to finish, or choose another output"
                               ) from None
@@ -297,102 +291,9 @@ def _release(key: str, fd: int) -> None:
         os.close(fd)
 
 
-# --- Ctrl-C --------------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------
 
-class _Deferral:
-    depth = 0
-    pending = False
-    previous: object = None
-
-
-def _record_interrupt(signum: int, frame: object) -> None:
-    _Deferral.pending = True
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) inside the block; raise KeyboardInterrupt once it ends.
-
-    Code such as the HDF5 library's callbacks may swallow a KeyboardInterrupt raised in the
-    middle of them ("Exception ignored in ..."), and a write must not stop half-way. Only the
-    main thread can handle signals; elsewhere, and under a handler other than Python's
-    default one, the block runs unchanged.
-    """
-    if _Deferral.depth == 0 and (threading.current_thread() is not threading.main_thread()
-                                 or signal.getsignal(signal.SIGINT)
-                                 is not signal.default_int_handler):
-        yield
-        return
-    if _Deferral.depth == 0:
-        _Deferral.pending = False
-        _Deferral.previous = signal.signal(signal.SIGINT, _record_interrupt)
-    _Deferral.depth += 1
-    try:
-        yield
-    finally:
-        _Deferral.depth -= 1
-        if _Deferral.depth == 0:
-            signal.signal(signal.SIGINT, _Deferral.previous)  # type: ignore[arg-type]
-            if _Deferral.pending:
-                _Deferral.pending = False
-                raise KeyboardInterrupt
-
-
-def interrupt_pending() -> bool:
-    """Whether Ctrl-C arrived inside `interrupts_deferred` (the caller may stop early)."""
-    return _Deferral.pending
-
-
-# --- the one writer ------------------------------------------------------------------------
-
-def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *,
-                 overwrite: bool, inputs: Iterable[Path | None] = (),
-                 may_replace_input: bool = False) -> Path:
-    """Write `data` (bytes, or a function writing to a binary file) so that `path` appears
-    only once complete; refuse an existing file without `overwrite` and any input of the
-    command (unless `may_replace_input`: a training run updating its own checkpoint).
-
-    Interrupted (Ctrl-C) or failed, the target is left as it was and no temporary remains.
-    """
-    path = Path(path)
-    check_output_path(path, overwrite, inputs, claim=False, may_replace_input=may_replace_input)
-    remove_stale_temporaries(path)
-    with interrupts_deferred(), _held_for_write(path):
-        _write_and_rename(path, data)
-    return path
-
-
-def _write_and_rename(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    tmp: Path | None = None
-    written = 0
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{companion_stem(path)}.{os.getpid()}.",
-                                        suffix=".tmp", dir=path.parent)
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-            fh.flush()
-            written = fh.tell()
-            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; honour the umask
-        if interrupt_pending():
-            raise KeyboardInterrupt  # Ctrl-C during the write: keep the old file, if any
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(path.parent)
-    except OSError as err:
-        raise _write_error(path, err, written or (len(data) if isinstance(data, bytes) else 0)
-                           ) from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-
-def _write_error(path: Path, err: OSError, n_bytes: int) -> OutputError:
+def write_error(path: Path, err: OSError, n_bytes: int) -> OutputError:
     """One sentence for a failed write: what happened, that the old file is intact, the fix."""
     state = "left unchanged" if path.exists() else "not created"
     size = f" ({format_bytes(n_bytes)})" if n_bytes else ""
@@ -402,57 +303,3 @@ def _write_error(path: Path, err: OSError, n_bytes: int) -> OutputError:
                            f"{hint}, then run the command again")
     return OutputError(f"cannot write {str(path)!r}: {err.strerror or err}; the file was "
                        f"{state}: choose a writable location")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (power loss); not every file system lets a folder be fsynced."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete `.NAME.PID.*.tmp` files beside `path` whose writing process no longer exists.
-
-    They are what a write killed with SIGKILL (or a power cut) leaves behind; a temporary of a
-    live process, or one whose name carries no process id, is left alone.
-    """
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(companion_stem(path))}\.(\d+)\.[^.]+\.tmp$")
-    removed = []
-    try:
-        siblings = list(path.parent.iterdir())
-    except OSError:
-        return removed
-    for candidate in siblings:
-        match = pattern.match(candidate.name)
-        if match and not _process_alive(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                candidate.unlink()
-                removed.append(candidate)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process (or an odd pid): leave its file alone
-    return True
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -29,14 +29,16 @@ import numpy as np
 from susl_cli import __version__
 from susl_cli.errors import FileFormatError
 from susl_cli.resources import exceeds_memory, format_bytes
+from susl_cli.storage.atomic import (  # noqa: F401  re-exported: older imports keep working
+    interrupt_pending,
+    interrupts_deferred,
+    remove_stale_temporaries,
+    write_atomic,
+)
 from susl_cli.storage.files import (  # noqa: F401  re-exported: older imports keep working
     check_output_path,
     check_regular_file,
-    interrupt_pending,
-    interrupts_deferred,
     note_input,
-    remove_stale_temporaries,
-    write_atomic,
 )
 
 FORMAT_VERSION = 1
@@ -73,7 +75,7 @@ def atomic_h5_write(path: Path, kind: str, overwrite: bool, *,
 
     The file is built in memory (HDF5 "core" driver without a backing store), so the HDF5
     library never writes to disk: disk errors surface as plain OSErrors from the one atomic
-    writer (`files.write_atomic`), instead of failing inside HDF5's cache flush (which can crash
+    writer (`atomic.write_atomic`), instead of failing inside HDF5's cache flush (which can crash
     the interpreter). Ctrl-C is held back while HDF5 runs (its callbacks would swallow it) and
     honoured before anything is renamed into place.
     """

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from susl_cli.errors import FileFormatError
-from susl_cli.storage.files import write_atomic
+from susl_cli.storage.atomic import write_text_atomic
 from susl_cli.storage.h5 import (
     H5_READ_ERRORS,
     atomic_h5_write,
@@ -40,7 +40,7 @@ def write_csv_atomic(path: Path, frame: pd.DataFrame, overwrite: bool,
                      inputs: Iterable[Path | None] = ()) -> Path:
     """Write `frame` as CSV (no index) so that `path` appears only once it is complete."""
     text = frame.to_csv(index=False, lineterminator="\n")
-    return write_atomic(Path(path), text.encode("utf-8"), overwrite=overwrite, inputs=inputs)
+    return write_text_atomic(Path(path), text, overwrite=overwrite, inputs=inputs)
 
 
 def write_samples_h5(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],

@@ -209,7 +209,7 @@ def test_sigkill_during_training_loses_at_most_the_epoch_in_flight(
     _, stderr = uninterrupted.communicate(timeout=CHILD_TIMEOUT_S)
     assert uninterrupted.returncode == 0, stderr.decode(errors="replace")
     a, b = load_model(reference, with_optimizer=True), load_model(out, with_optimizer=True)
-    assert a.epoch == b.epoch == EPOCHS and b.meta["completed"]
+    assert a.epoch == b.epoch == EPOCHS and b.meta.completed
     for key, value in a.model.state_dict().items():
         assert np.array_equal(value.numpy(), b.model.state_dict()[key].numpy()), key
     flat_a, flat_b = _flatten_optimizer(a.optimizer), _flatten_optimizer(b.optimizer)

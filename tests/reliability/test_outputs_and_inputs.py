@@ -237,20 +237,21 @@ def test_a_replaced_input_does_not_lend_its_inode_number(tmp_path: Path, figures
     """A resumed run replaces the checkpoint it read; the freed inode number may then be given
     to its next output (the training log), which must not pass for that input."""
     from susl_cli.storage import files
+    from susl_cli.storage.atomic import write_atomic
 
     checkpoint, log = tmp_path / "r.h5", tmp_path / "r.history.csv"
     checkpoint.write_bytes(b"epoch 1")
     log.write_bytes(b"epoch,loss\n")
     with files.command_scope():
         files.note_input(checkpoint)
-        files.write_atomic(checkpoint, b"epoch 2", overwrite=True, may_replace_input=True)
+        write_atomic(checkpoint, b"epoch 2", overwrite=True, may_replace_input=True)
         # as if the file system had reused the old checkpoint's inode number for the log
         info = os.stat(log)
         files._scopes[-1].inputs = {(info.st_dev, info.st_ino): str(checkpoint)}
-        files.write_atomic(log, b"epoch,loss\n1,0.5\n", overwrite=True)
+        write_atomic(log, b"epoch,loss\n1,0.5\n", overwrite=True)
         os.link(checkpoint, tmp_path / "linked.h5")  # while the input keeps its name: refused
         files.note_input(checkpoint)
         with pytest.raises(files.OutputError, match="is also an input"):
-            files.write_atomic(tmp_path / "linked.h5", b"x", overwrite=True)
+            write_atomic(tmp_path / "linked.h5", b"x", overwrite=True)
     assert log.read_bytes() == b"epoch,loss\n1,0.5\n"
     figures.add("outputs_guarded")
