@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import _write_tiny_npz
+from tests.conftest import _write_tiny_npz
 
 from susl_cli import experiment_runs
 from susl_cli.data.sources import Dataset

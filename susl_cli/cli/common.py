@@ -40,7 +40,7 @@ class ClosedStdout(io.TextIOBase):
 
 # Each command's module, imported only when the command runs or shows its help, so that
 # `susl --version` and `susl --help` start without torch, pandas or scikit-learn (about 5 s on a
-# loaded 2-core machine). The summary is the line `susl --help` lists; tests/test_cli_startup.py
+# loaded 2-core machine). The summary is the line `susl --help` lists; tests/cli/test_startup.py
 # checks it against the command's own help. Order = the order `susl --help` lists them.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("data_commands",

@@ -78,6 +78,7 @@ def test_every_writer_respects_another_process_lock(files: dict[str, Path], figu
         finally:
             holder.kill()
             holder.wait()
+            holder.stdout.close()
         # the holder died: its lock went with it, the lock file it left blocks nobody
         result = invoke([*args(files, out), "--overwrite"] if name != "train --resume"
                         else args(files, out))
@@ -101,6 +102,7 @@ def test_train_locks_its_training_log(files: dict[str, Path], figures):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
 
 
 @pytest.mark.attack_bug("`susl train m.h5 --seed 3 -o r.h5 & susl train m.h5 --seed 4 -o r.h5`: "

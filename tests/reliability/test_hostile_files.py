@@ -204,7 +204,7 @@ MAY_SUCCEED = {
                      "meta-hidden-units-beyond-int64", "transform-missing"], INFO_ONLY),
     "optimizer-state-garbled": {"info", "evaluate", "sample", "predict"},
     # `predict` reads only a data file's inputs (x), never its labels or test split.
-    # (a label such as 2**40 or "cat" is a class name, not damage: tests/test_labels.py)
+    # (a label such as 2**40 or "cat" is a class name, not damage: tests/data/test_labels.py)
     **dict.fromkeys(["fewer-labels-than-rows", "labels-2d", "fractional-labels",
                      "wrong-length-labels", "x-test-other-shape"], {"predict"}),
 }

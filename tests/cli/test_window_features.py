@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 from susl_cli.runs import load_model

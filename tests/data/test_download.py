@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import assert_one_line_error, serve_folder, write_har_folder
+from tests.data_helpers import assert_one_line_error, serve_folder, write_har_folder
 
 from susl_cli.cli import app
 from susl_cli.data.checksums import file_sha256

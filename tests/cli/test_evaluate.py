@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error
 from matplotlib import image as mpimg
 
 from susl_cli.cli import app

@@ -13,8 +13,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import _write_tiny_npz
-from data_helpers import serve_folder
+from tests.conftest import _write_tiny_npz
+from tests.data_helpers import serve_folder
 
 import susl_cli.storage.atomic as atomic
 from susl_cli.cli import app

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from data_helpers import assert_one_line_error, read_only_folder
+from tests.data_helpers import assert_one_line_error, read_only_folder
 
 from susl_cli.cli import app
 from susl_cli.predict import COLUMNS

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from data_helpers import idx_bytes, write_har_folder, write_idx, write_npz
+from tests.data_helpers import idx_bytes, write_har_folder, write_idx, write_npz
 
 from susl_cli.data import formats
 from susl_cli.data.checksums import file_sha256

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 from susl_cli.config import TrainConfig
@@ -251,5 +251,5 @@ def test_help_shows_the_config_dataclass_defaults(runner):
                                   ("--latent-dim", NetworkSettings, "latent_dim")):
         default = config.__dataclass_fields__[field].default
         assert f"[default: {default}]" in lines[option], lines[option]
-    # no fixed default: the mask file's choice, else raw (tests/test_cli_window_features.py)
+    # no fixed default: the mask file's choice, else raw (tests/cli/test_window_features.py)
     assert "[default: the mask" in lines["--input-features"]

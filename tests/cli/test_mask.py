@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import assert_one_line_error, write_idx, write_npz
+from tests.data_helpers import assert_one_line_error, write_idx, write_npz
 
 from susl_cli.cli import app
 from susl_cli.storage.h5 import KIND_CHECKPOINT, atomic_h5_write

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from data_helpers import assert_one_line_error, read_only_folder
+from tests.data_helpers import assert_one_line_error, read_only_folder
 from matplotlib import image as mpimg
 from PIL import Image
 

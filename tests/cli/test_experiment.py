@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import _write_tiny_npz
-from data_helpers import assert_one_line_error
+from tests.conftest import _write_tiny_npz
+from tests.data_helpers import assert_one_line_error
 
 from susl_cli import experiment_runs
 from susl_cli.cli import app

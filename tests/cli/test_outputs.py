@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 
