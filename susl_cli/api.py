@@ -263,6 +263,8 @@ def _encode_y(y: Any, n_rows: int) -> tuple[np.ndarray, tuple[str, ...]]:
     if y is None:
         return np.full(n_rows, -1, dtype=np.int64), ()
     labels = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == 1:  # a one-column frame or (n, 1) array
+        labels = labels[:, 0]
     if labels.ndim == 1 and len(labels) != n_rows:
         raise DataError(f"y has {len(labels)} labels for {n_rows} rows of X: give one label "
                         "per row (-1, None, NaN or '' for unlabelled rows)")

@@ -117,9 +117,10 @@ def test_dataframe_input_nan_labels_and_number_labels(tmp_path: Path) -> None:
         model.predict(frame[frame.columns[::-1]])
 
 
-def test_all_rows_unlabelled_clusters_into_new_classes() -> None:
+def test_all_rows_unlabelled_clusters_into_new_classes(capsys) -> None:
     x, _, _ = _toy(n_per_class=20)
-    model = SemiUnsupervised(random_state=0, epochs=2).fit(x)  # y=None: no labels at all
+    model = SemiUnsupervised(random_state=0, epochs=2, verbose=True).fit(x)  # y=None
+    assert capsys.readouterr().err.count("epoch ") == 2  # verbose: one line per epoch
     assert len(model.classes_) >= 1
     assert all(name.startswith("new-") for name in model.classes_)
     np.testing.assert_allclose(model.novelty(x), 1.0, atol=1e-6)
@@ -143,6 +144,8 @@ def test_before_fit_and_wrong_inputs_are_domain_errors(fitted) -> None:
     y = np.array(["a"] * len(x), dtype=object)
     with pytest.raises(DataError, match="y has 3 labels for 180 rows"):
         SemiUnsupervised().fit(x, y[:3])
+    with pytest.raises(DataError, match="y has 3 labels for 180 rows"):
+        SemiUnsupervised().fit(x, y[:3, None])
     with pytest.raises(DataError, match="'new-1' is kept for the classes susl discovers"):
         SemiUnsupervised().fit(x, np.where(np.arange(len(x)) < 5, "new-1", "a"))
     with pytest.raises(UsageError, match="random_state must be an integer"):
@@ -164,3 +167,16 @@ def test_importing_susl_cli_does_not_import_torch() -> None:
     code = ("import sys, susl_cli; assert 'torch' not in sys.modules and 'sklearn' not in "
             "sys.modules; assert 'SemiUnsupervised' in susl_cli.__all__")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_python_api_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's "Python API" code, run as written but for one epoch instead of ~200."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    call = "SemiUnsupervised(random_state=0)"
+    assert block.count(call) == 1
+    monkeypatch.chdir(tmp_path)
+    code = compile(block.replace(call, "SemiUnsupervised(random_state=0, epochs=1)"),
+                   "README.md", "exec")
+    exec(code, {})  # the README's own code
+    assert SemiUnsupervised.load(tmp_path / "digits-api.h5").n_features_in_ == 64
