@@ -111,25 +111,25 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
 
         y=None (or every row unlabelled) clusters X: every class found is a new one.
         """
+        seed = _seed(self.random_state)  # the settings first: a typo fails before any work
+        options, overrides = self._model_options(), self._train_overrides(seed)
         x, names = _as_matrix(X, "X")
         codes, classes = _encode_y(y, len(x))
-        seed = _seed(self.random_state)
-        overrides = self._train_overrides(seed)
         dataset = Dataset(DATASET_NAME, x, codes, None, None, classes, "real",
                           hashlib.sha256(x.tobytes()).hexdigest())
         masked = make_as_given_dataset(dataset, seed=seed)
         observer = _EpochPrinter() if self.verbose else None
         with tempfile.TemporaryDirectory(prefix="susl-api-") as folder:
-            # TODO(lead): once fit() runs without an output file (issue 16 part 3), train in
-            # memory instead of through these two temporary files.
+            # The engine trains from a mask file into a checkpoint file (issue 16 part 3 makes
+            # the checkpoint optional): both live here only while training runs.
             mask, out = Path(folder) / "data.h5", Path(folder) / "run.h5"
             write_masked_dataset(mask, masked)
-            train_mask_file(mask, out, options=self._model_options(), train_overrides=overrides,
+            train_mask_file(mask, out, options=options, train_overrides=overrides,
                             device=self.device, observer=observer,
                             discovery=DiscoveryOptions(n_new=self.new_classes))
             run = load_model(out, resolve_device(self.device))
         run.meta["mask_file"] = NO_MASK_FILE
-        self._set_fitted(run, Path(out))
+        self._set_fitted(run, out)
         self.random_state_ = seed
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
