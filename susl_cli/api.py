@@ -35,7 +35,7 @@ from susl_cli.data.sources import Dataset
 from susl_cli.discover import DiscoveryOptions
 from susl_cli.discovery_runs import discovery_of
 from susl_cli.errors import DataError, OutputError, UsageError
-from susl_cli.evaluate import predict_probs
+from susl_cli.inference import predict_probs
 from susl_cli.predict import fit_layout
 from susl_cli.runs import ModelOptions, Run, load_model, resolve_device, save_run
 from susl_cli.storage.files import check_output_path
@@ -128,7 +128,7 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
                             device=self.device, observer=observer,
                             discovery=DiscoveryOptions(n_new=self.new_classes))
             run = load_model(out, resolve_device(self.device))
-        run.meta["mask_file"] = NO_MASK_FILE
+        run.meta.mask_file = NO_MASK_FILE
         self._set_fitted(run, out)
         self.random_state_ = seed
         if names is not None:
@@ -216,7 +216,7 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
         if path.exists() and not overwrite:
             raise OutputError(f"{str(path)!r} already exists: pass overwrite=True to replace it")
         check_output_path(path, overwrite=True, claim=False)  # folder, links, permissions
-        save_run(run, path, completed=bool(run.meta.get("completed", True)))
+        save_run(run, path, completed=run.meta.completed is not False)
         return path
 
     @classmethod
