@@ -35,7 +35,7 @@ def _susl_commands(script: Path) -> list[tuple[str, list[str]]]:
 def test_there_are_examples_of_each_kind() -> None:
     assert len(SCRIPTS) >= 2 and (EXAMPLES / "classify_new_data.py").exists()
     listed = (EXAMPLES / "README.md").read_text()
-    for path in [*SCRIPTS, EXAMPLES / "classify_new_data.py"]:
+    for path in [*SCRIPTS, EXAMPLES / "classify_new_data.py", EXAMPLES / "python_api.py"]:
         assert f"`{path.name}`" in listed, f"{path.name} is not described in examples/README.md"
 
 
@@ -97,3 +97,15 @@ def test_partly_labelled_csv_example_masks_as_the_readme_says(tmp_path: Path, ru
     info = json.loads(result.stdout)
     assert info["class_names"] == ["four", "one", "three", "two", "zero"]  # alphabetical
     assert info["label_source"] == "as-given" and info["n_test"] + info["n_train"] == 1797
+
+
+def test_python_api_example_fits_predicts_and_round_trips(tmp_path: Path) -> None:
+    """examples/python_api.py on scikit-learn's digits, one epoch (its default is ~200)."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / "python_api.py"), "--epochs", "1",
+                             "--save", str(tmp_path / "run.h5")], capture_output=True,
+                            text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^classes: four, one, three, two, zero", result.stdout, re.M)
+    assert re.search(r"predict_proba: 360 rows x \d+ classes", result.stdout)
+    assert "loaded again: same predictions" in result.stdout
+    assert (tmp_path / "run.h5").is_file()
