@@ -142,9 +142,10 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
             _check_int(self, name, minimum=0)
         for name in ("latent_dim", "hidden_units"):
             _check_int(self, name, minimum=1)
+        settings = {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units}
         return ModelOptions(model=self.model, extra_components=self.extra_components,
-                            latent_dim=self.latent_dim, hidden_units=self.hidden_units,
-                            likelihood=self.likelihood)
+                            likelihood=self.likelihood,
+                            settings={k: v for k, v in settings.items() if v is not None})
 
     def _train_overrides(self, seed: int) -> dict[str, object]:
         """The TrainConfig fields set here; the data-size rules fill the rest."""

@@ -64,7 +64,7 @@ class Bench:
 def test_pickle_payload_is_live(tmp_path: Path):
     """Control: the payload used below really does run code when unpickled."""
     marker = tmp_path / "control-marker"
-    pickle.loads(pickle_payload(marker))
+    pickle.loads(pickle_payload(marker)).close()  # the payload returns the file it opened
     assert marker.exists()
 
 
