@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests.conftest import _write_tiny_npz
 
 from susl_cli import experiment_runs
 from susl_cli.data.sources import Dataset
@@ -39,6 +38,7 @@ from susl_cli.experiment_runs import (
 from susl_cli.metrics import SUMMARY_FIELDS
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.train import cosine_lr
+from tests.conftest import _write_tiny_npz
 
 
 def test_table2_plan_names_every_run_and_mask(tmp_path: Path):

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tests.data_helpers import assert_one_line_error
 from matplotlib import image as mpimg
 
 from susl_cli.cli import app
+from tests.data_helpers import assert_one_line_error
 
 
 def _ok(runner, args):

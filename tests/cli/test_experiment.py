@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import assert_one_line_error
 
 from susl_cli import experiment_runs
 from susl_cli.cli import app
 from susl_cli.config import ObjectiveConfig
 from susl_cli.experiment import ExperimentConfig, make_tasks, plan_experiment
+from tests.conftest import _write_tiny_npz
+from tests.data_helpers import assert_one_line_error
 
 TINY = ["--seeds", "1", "--epochs", "1", "--device", "cpu", "--set", "hidden_units=8",
         "--set", "latent_dim=2", "--set", "batch_size=50", "--set", "labelled_batch_size=20"]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.data_helpers import assert_one_line_error, write_idx, write_npz
 
 from susl_cli.cli import app
 from susl_cli.storage.h5 import KIND_CHECKPOINT, atomic_h5_write
 from susl_cli.storage.masked import read_masked_dataset
+from tests.data_helpers import assert_one_line_error, write_idx, write_npz
 
 MNIST_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 FASHION_COUNTS = [6000] * 10

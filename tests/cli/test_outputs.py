@@ -7,9 +7,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
+from tests.data_helpers import assert_one_line_error
 
 
 @pytest.fixture

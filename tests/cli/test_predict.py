@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from tests.data_helpers import assert_one_line_error, read_only_folder
 
 from susl_cli.cli import app
 from susl_cli.predict import COLUMNS
 from susl_cli.storage.masked import read_masked_dataset
+from tests.data_helpers import assert_one_line_error, read_only_folder
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.data_helpers import assert_one_line_error, read_only_folder
 from matplotlib import image as mpimg
 from PIL import Image
 
 from susl_cli.cli import app
 from susl_cli.plots import MIN_GRID_FIGURE_WIDTH
+from tests.data_helpers import assert_one_line_error, read_only_folder
 
 TILE = 54  # 6x6 tiny images are enlarged 9 times (about 56 px)
 PAD = 2

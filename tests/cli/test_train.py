@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 from susl_cli.config import TrainConfig
 from susl_cli.runs import ModelOptions, load_model, new_run
 from susl_cli.train import SilentObserver, TrainingInterrupted, train_mask_file
+from tests.data_helpers import assert_one_line_error
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tests.data_helpers import assert_one_line_error
 
 from susl_cli.cli import app
 from susl_cli.runs import load_model
 from susl_cli.window_features import feature_names, window_features
+from tests.data_helpers import assert_one_line_error
 
 
 def _windows(tmp_path: Path) -> Path:

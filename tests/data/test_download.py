@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.data_helpers import assert_one_line_error, serve_folder, write_har_folder
 
 from susl_cli.cli import app
 from susl_cli.data.checksums import file_sha256
 from susl_cli.data.download import download_file, extract_har_zip
 from susl_cli.data.sources import HAR_ZIP_NAME, IDX_FILES, load_dataset
 from susl_cli.errors import DataError
+from tests.data_helpers import assert_one_line_error, serve_folder, write_har_folder
 
 HAR = "UCI HAR Dataset"
 LABEL_FILES = (f"{HAR}/train/y_train.txt", f"{HAR}/test/y_test.txt")

@@ -8,7 +8,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tests.data_helpers import idx_bytes, write_har_folder, write_idx, write_npz
 
 from susl_cli.data import formats
 from susl_cli.data.checksums import file_sha256
@@ -20,6 +19,7 @@ from susl_cli.data.sources import (
     search_dirs,
 )
 from susl_cli.errors import DataError, UsageError
+from tests.data_helpers import idx_bytes, write_har_folder, write_idx, write_npz
 
 # --- IDX -------------------------------------------------------------------------------------
 

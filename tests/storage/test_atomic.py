@@ -13,14 +13,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import serve_folder
 
 import susl_cli.storage.atomic as atomic
 from susl_cli.cli import app
 from susl_cli.data.download import download_file
 from susl_cli.errors import DataError, OutputError
 from susl_cli.storage.atomic import atomic_output, write_atomic, write_text_atomic
+from tests.conftest import _write_tiny_npz
+from tests.data_helpers import serve_folder
 
 
 def temporaries(folder: Path) -> list[str]:
