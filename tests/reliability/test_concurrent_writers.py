@@ -128,5 +128,6 @@ def test_two_trainings_into_one_checkpoint(files: dict[str, Path], figures):
     finally:
         first.terminate()
         first.wait(timeout=60)
+        first.stderr.close()
     result = invoke(["info", out, "--json"])
     assert result.exit_code == 0 and '"seed": 3' in result.stdout
