@@ -15,11 +15,13 @@ from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, from_
 from susl_cli.errors import ConfigError
 from susl_cli.models.base import Batch, ElboModel, GuardState, LossOutput, QyQzModel, SuslModel
 from susl_cli.models.gmdgm import GMDGM
+from susl_cli.models.gmdgm_mf import GMDGMMeanField
 from susl_cli.models.m2 import M2
 
 MODELS: dict[str, type[SuslModel]] = {
     "m2": M2,
     "gmdgm": GMDGM,
+    "gmdgm-mf": GMDGMMeanField,
 }
 
 
