@@ -227,11 +227,12 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def parse_names(text: str | None) -> tuple[str, ...]:
-    """'m2,gmdgm' or 'SS-known, acc-sus' -> lower-case names with '_' for '-'; None -> ()."""
+def parse_names(text: str | None, dash: str = "_") -> tuple[str, ...]:
+    """'SS-known, acc-sus' -> lower-case names with `dash` for '-'; None -> (). Model names
+    keep their hyphens (dash="-": 'm2,gmdgm-mf')."""
     if text is None:
         return ()
-    return tuple(p.strip().lower().replace("-", "_") for p in text.split(",") if p.strip())
+    return tuple(p.strip().lower().replace("-", dash) for p in text.split(",") if p.strip())
 
 
 # --- the plan ----------------------------------------------------------------------------------

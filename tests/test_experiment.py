@@ -110,6 +110,7 @@ def test_parse_settings_and_names():
     assert parse_names(" M2, gmdgm ") == ("m2", "gmdgm")
     assert parse_names("ss-known,acc-sus") == ("ss_known", "acc_sus")
     assert parse_names(None) == ()
+    assert parse_names("m2, GMDGM-MF", dash="-") == ("m2", "gmdgm-mf")  # model names keep "-"
     assert worker_threads(1) >= worker_threads(64) == 1
 
 

@@ -120,7 +120,7 @@ def experiment(
              "preset": preset, "jobs": jobs, "data_dir": data_dir}
     config = ExperimentConfig(
         table=table.strip().lower(), dataset=dataset, out_dir=out, device=device,
-        models=parse_names(models), regimes=parse_names(regimes),
+        models=parse_names(models, dash="-"), regimes=parse_names(regimes),
         settings=parse_settings(settings or []),
         **{k: v for k, v in given.items() if v is not None})
     observer = GridProgress(quiet or as_json)

@@ -13,13 +13,15 @@ from typing import Any
 
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, from_dict
 from susl_cli.errors import ConfigError
-from susl_cli.models.base import Batch, GuardState, LossOutput, QyQzModel, SuslModel
+from susl_cli.models.base import Batch, ElboModel, GuardState, LossOutput, QyQzModel, SuslModel
 from susl_cli.models.gmdgm import GMDGM
+from susl_cli.models.gmdgm_mf import GMDGMMeanField
 from susl_cli.models.m2 import M2
 
 MODELS: dict[str, type[SuslModel]] = {
     "m2": M2,
     "gmdgm": GMDGM,
+    "gmdgm-mf": GMDGMMeanField,
 }
 
 
@@ -99,6 +101,6 @@ def model_config_from_dict(values: Mapping[str, Any]) -> ModelConfig:
     return dataclasses.replace(from_dict(ModelConfig, dict(values)), settings=settings)
 
 
-__all__ = ["MODELS", "Batch", "GuardState", "LossOutput", "QyQzModel", "SuslModel",
+__all__ = ["MODELS", "Batch", "ElboModel", "GuardState", "LossOutput", "QyQzModel", "SuslModel",
            "build_model", "model_class", "model_config_from_dict", "model_config_to_dict",
            "model_settings", "setting_names"]

@@ -12,11 +12,14 @@ The interface (`SuslModel`), all the trainer, evaluation, prediction and samplin
 Each model file declares its settings dataclass (`settings_class`, a frozen subclass of
 config.NetworkSettings) and the model is registered in susl_cli/models/__init__.py.
 
-`QyQzModel` is the shared default for the family with posterior q(y, z | x) = q(y|x) q(z|x,y):
+`ElboModel` holds what every model trained with the paper's objective shares: the classifier,
+the objective over a Batch (below) from per-example ELBOs the subclass gives, the likelihood
+and sampling from p(z|y) and p(x|.). `QyQzModel` is its default for the family with posterior
+q(y, z | x) = q(y|x) q(z|x,y):
     q(y|x)   = Cat(softmax(classifier(x)))              the classifier, an amortised artefact
     q(z|x,y) = N(mu(x,y), diag exp(logvar(x,y)))        one trunk, mean and log-variance heads
 Subclasses supply the generative model p(x, y, z) through `prior_z` (p(z|y)) and
-`decoder_output` (the parameters of p(x|.)); its `forward` is objective (11) of the paper:
+`decoder_output` (the parameters of p(x|.)); `ElboModel.forward` is objective (11) of the paper:
     maximise  mean_l[ L(x,y) + alpha * log q(y|x) ] + mean_u[ E_q(y|x) L(x,y) + H[q(y|x)] ]
 (minus the optional marginal-KL weight and merge-guard penalty); the loss is its negative.
 """
@@ -102,18 +105,26 @@ class SuslModel(nn.Module):
         initialise(self, self.config.init)
 
 
-class QyQzModel(SuslModel):
-    """Shared default: classifier, q(z|x,y), the ELBO terms for given labels, the objective
-    over a Batch, and sampling. Subclasses give `prior_z` and `decoder_output`."""
+class ElboModel(SuslModel):
+    """Shared by every model trained with objective (11): the classifier q(y|x), the objective
+    over a Batch, the likelihood and sampling. Subclasses give the per-example ELBOs
+    (`labelled_elbo`, `unlabelled_elbo`), `prior_z`, `decoder_output` and `embed`."""
 
     def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
         super().__init__(config, objective)
-        k, h = config.n_components, config.hidden_units
-        self.classifier = MLP(config.input_dim, h, k)
-        self.qz_trunk = ConditionalTrunk(config.input_dim, k, h)
-        self.qz_head = GaussianHead(h, config.latent_dim)
+        self.classifier = MLP(config.input_dim, config.hidden_units, config.n_components)
 
     # -- to be provided by each model -------------------------------------------------------
+    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
+                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Per-example L(x, y) ("elbo") and its parts for observed labels y (B,): named (B,)."""
+        raise NotImplementedError
+
+    def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
+                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-example L_u(x) ("elbo") and its parts "recon", "kl_z", "kl_y": named (B,)."""
+        raise NotImplementedError
+
     def prior_z(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of p(z|y) for one-hot y of shape (..., K)."""
         raise NotImplementedError
@@ -155,6 +166,52 @@ class QyQzModel(SuslModel):
         logged["loss"] = loss
         return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
 
+    # -- shared parts ------------------------------------------------------------------------
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x), (B, K)."""
+        return self.classifier(x)
+
+    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x|.) summed over input dimensions; x broadcasts against params."""
+        if self.config.likelihood == "bernoulli":
+            return losses.log_bernoulli(x, params)
+        return losses.log_gaussian_fixed(x, params, self.config.gaussian_sigma)
+
+    def mean_x(self, params: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|.) from its parameters."""
+        return torch.sigmoid(params) if self.config.likelihood == "bernoulli" else params
+
+    @torch.no_grad()
+    def sample_means(
+        self, components: torch.Tensor, n_rows: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Mean of p(x|y,z) for each component (columns) and z draws (rows): (n_rows, C, D).
+
+        Rows share one standard-normal draw eps; z = mu_y + sigma_y * eps, so for M2 (p(z) =
+        N(0, I)) each row is one shared z across components, and for GM-DGM each row is the
+        same relative position within each component's Gaussian.
+        """
+        k = self.config.n_components
+        device = self.log_prior.device
+        dtype = self.log_prior.dtype
+        y = nn.functional.one_hot(components.to(device), k).to(dtype)  # (C, K)
+        mean, logvar = self.prior_z(y)  # (C, Z)
+        eps = torch.randn((n_rows, 1, self.config.latent_dim), generator=generator, device=device,
+                          dtype=dtype)
+        z = mean.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * eps  # (R, C, Z)
+        return self.mean_x(self.decoder_output(z, y.expand(n_rows, -1, -1)))
+
+
+class QyQzModel(ElboModel):
+    """Shared default for posteriors q(y|x) q(z|x,y): q(z|x,y), the ELBO terms for given
+    labels and their expectation over y. Subclasses give `prior_z` and `decoder_output`."""
+
+    def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
+        super().__init__(config, objective)
+        k, h = config.n_components, config.hidden_units
+        self.qz_trunk = ConditionalTrunk(config.input_dim, k, h)
+        self.qz_head = GaussianHead(h, config.latent_dim)
+
     def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
                       generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors."""
@@ -186,20 +243,9 @@ class QyQzModel(SuslModel):
         terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
         return terms
 
-    # -- shared parts ------------------------------------------------------------------------
-    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of q(y|x), (B, K)."""
-        return self.classifier(x)
-
     def posterior_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z|x,y); x (B, 1, D) and y (B, E, K) give (B, E, Z)."""
         return self.qz_head(self.qz_trunk(x, y))
-
-    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """log p(x|.) summed over input dimensions; x broadcasts against params."""
-        if self.config.likelihood == "bernoulli":
-            return losses.log_bernoulli(x, params)
-        return losses.log_gaussian_fixed(x, params, self.config.gaussian_sigma)
 
     def elbo_terms(
         self,
@@ -225,30 +271,6 @@ class QyQzModel(SuslModel):
         recon = self.log_likelihood(x, self.decoder_output(z, y))
         log_py = (y * self.log_prior).sum(-1)
         return {"recon": recon, "kl_z": kl_z, "log_py": log_py}
-
-    def mean_x(self, params: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|.) from its parameters."""
-        return torch.sigmoid(params) if self.config.likelihood == "bernoulli" else params
-
-    @torch.no_grad()
-    def sample_means(
-        self, components: torch.Tensor, n_rows: int, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Mean of p(x|y,z) for each component (columns) and z draws (rows): (n_rows, C, D).
-
-        Rows share one standard-normal draw eps; z = mu_y + sigma_y * eps, so for M2 (p(z) =
-        N(0, I)) each row is one shared z across components, and for GM-DGM each row is the
-        same relative position within each component's Gaussian.
-        """
-        k = self.config.n_components
-        device = self.log_prior.device
-        dtype = self.log_prior.dtype
-        y = nn.functional.one_hot(components.to(device), k).to(dtype)  # (C, K)
-        mean, logvar = self.prior_z(y)  # (C, Z)
-        eps = torch.randn((n_rows, 1, self.config.latent_dim), generator=generator, device=device,
-                          dtype=dtype)
-        z = mean.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * eps  # (R, C, Z)
-        return self.mean_x(self.decoder_output(z, y.expand(n_rows, -1, -1)))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 p(z|y) = N(mu_y, diag exp(logvar_y)) is a learnt look-up table, one row per component, so
 each component owns a region of latent space: the clustering inductive bias M2 lacks.
+`MixtureGenerative` is that generative model alone, shared with the mean-field posterior
+(gmdgm_mf.py); `GMDGM` pairs it with the default posterior q(y|x) q(z|x,y).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from torch import nn
 
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
-from susl_cli.models.base import QyQzModel
+from susl_cli.models.base import ElboModel, QyQzModel
 from susl_cli.models.networks import MLP
 
 
@@ -21,12 +23,12 @@ class GMDGMSettings(NetworkSettings):
     """GM-DGM has no settings beyond the shared latent size and hidden width."""
 
 
-class GMDGM(QyQzModel):
-    """p(x|z): two hidden layers over z; p(z|y): per-component mean and log-variance table."""
+class MixtureGenerative(ElboModel):
+    """p(x|z): two hidden layers over z; p(z|y): per-component mean and log-variance table.
 
-    name = "gmdgm"
-    settings_class = GMDGMSettings
-    description = "GM-DGM: p(x|z) p(z|y) p(y), Gaussian-mixture prior on z"
+    Cooperative: listed before the posterior's class (`class GMDGM(MixtureGenerative,
+    QyQzModel)`), its layers are registered after the posterior's, as they always were.
+    """
 
     def __init__(self, config: ModelConfig, objective: ObjectiveConfig | None = None) -> None:
         super().__init__(config, objective)
@@ -46,3 +48,11 @@ class GMDGM(QyQzModel):
 
     def decoder_output(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+
+class GMDGM(MixtureGenerative, QyQzModel):
+    """GM-DGM's generative model with the posterior q(y|x) q(z|x,y)."""
+
+    name = "gmdgm"
+    settings_class = GMDGMSettings
+    description = "GM-DGM: p(x|z) p(z|y) p(y), Gaussian-mixture prior on z"
