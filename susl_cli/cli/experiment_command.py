@@ -40,6 +40,7 @@ from susl_cli.experiment_report import (
     format_paper,
     write_reports,
 )
+from susl_cli.models import MODELS
 
 _SHORT_REGIMES = {"ss_known": "SS-known", "acc_sus": "acc-SUS"}
 _SHORT_MODELS = {"m2": "M2", "gmdgm": "GM-DGM"}
@@ -89,8 +90,9 @@ def experiment(
     seeds: int = typer.Option(None, "--seeds", help="Runs per cell; seed k is the mask and "
                               "training seed" + _default("seeds")),
     epochs: int = typer.Option(None, "--epochs", help="Epochs per run" + _default("epochs")),
-    models: str = typer.Option(None, "--models", help="Comma-separated models: m2, gmdgm "
-                               "\\[default: both for table2, m2 for table1]."),
+    models: str = typer.Option(None, "--models", help="Comma-separated models, any of "
+                               f"{', '.join(MODELS)} \\[default: m2,gmdgm for table2, m2 "
+                               "for table1]."),
     regimes: str = typer.Option(None, "--regimes", help="Comma-separated: us, ss, sus (table2) "
                                 "or ss-known, acc-sus (table1) \\[default: all of the table's]."),
     label_fraction: float = typer.Option(None, "--label-fraction", help="Fraction of each "
