@@ -13,6 +13,7 @@ from typing import Any
 
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, from_dict
 from susl_cli.errors import ConfigError
+from susl_cli.models.adgm import ADGM
 from susl_cli.models.base import Batch, GuardState, LossOutput, QyQzModel, SuslModel
 from susl_cli.models.gmdgm import GMDGM
 from susl_cli.models.m2 import M2
@@ -20,6 +21,7 @@ from susl_cli.models.m2 import M2
 MODELS: dict[str, type[SuslModel]] = {
     "m2": M2,
     "gmdgm": GMDGM,
+    "adgm": ADGM,
 }
 
 
