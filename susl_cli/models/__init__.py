@@ -14,6 +14,7 @@ from typing import Any
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, from_dict
 from susl_cli.errors import ConfigError
 from susl_cli.models.adgm import ADGM
+from susl_cli.models.agm_dgm import AGMDGM
 from susl_cli.models.base import Batch, GuardState, LossOutput, QyQzModel, SuslModel
 from susl_cli.models.gmdgm import GMDGM
 from susl_cli.models.m2 import M2
@@ -22,6 +23,7 @@ MODELS: dict[str, type[SuslModel]] = {
     "m2": M2,
     "gmdgm": GMDGM,
     "adgm": ADGM,
+    "agm-dgm": AGMDGM,
 }
 
 
