@@ -55,7 +55,7 @@ def z_at_mean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry_builds_both_models() -> None:
-    assert set(MODELS) == {"m2", "gmdgm"}
+    assert {"m2", "gmdgm"} <= set(MODELS)  # more in tests/test_adgm.py
     for name, cls in (("m2", M2), ("gmdgm", GMDGM)):
         model = build_model(ModelConfig(model=name, input_dim=D, n_components=K))
         assert type(model) is cls and model.name == name and model.description
