@@ -13,6 +13,8 @@ from typing import Any
 
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig, from_dict
 from susl_cli.errors import ConfigError
+from susl_cli.models.adgm import ADGM
+from susl_cli.models.agm_dgm import AGMDGM
 from susl_cli.models.base import Batch, ElboModel, GuardState, LossOutput, QyQzModel, SuslModel
 from susl_cli.models.gmdgm import GMDGM
 from susl_cli.models.gmdgm_mf import GMDGMMeanField
@@ -22,6 +24,8 @@ MODELS: dict[str, type[SuslModel]] = {
     "m2": M2,
     "gmdgm": GMDGM,
     "gmdgm-mf": GMDGMMeanField,
+    "adgm": ADGM,
+    "agm-dgm": AGMDGM,
 }
 
 

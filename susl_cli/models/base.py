@@ -134,35 +134,60 @@ class ElboModel(SuslModel):
         raise NotImplementedError
 
     # -- the objective -----------------------------------------------------------------------
+    # Unlabelled terms logged as NAME_u beside elbo_u; a model with more terms extends this.
+    logged_terms: ClassVar[tuple[str, ...]] = ("recon", "kl_z", "kl_y")
+
     def forward(self, batch: Batch) -> LossOutput:  # type: ignore[override]
         """Negative of objective (11) on the batch's labelled and unlabelled parts."""
+        labelled = unlabelled = None
+        if batch.x_labelled is not None and batch.y_labelled is not None:
+            labelled = self.labelled_terms(batch.x_labelled, batch.y_labelled, batch.generator)
+        if batch.x_unlabelled is not None:
+            unlabelled = self.unlabelled_terms(batch.x_unlabelled, batch.generator)
+        return self.assemble_loss(labelled, unlabelled, batch.guard)
+
+    def labelled_terms(self, x: torch.Tensor, y: torch.Tensor,
+                       generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """L(x, y) ("elbo"), its parts and log q(y|x) ("log_qy") for labelled points, (B,)."""
+        terms = self.labelled_elbo(x, y, generator)
+        terms["log_qy"] = -F.cross_entropy(self.classifier_logits(x), y, reduction="none")
+        return terms
+
+    def unlabelled_terms(self, x: torch.Tensor,
+                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """L_u(x) ("elbo") and its parts, (B,), and the logits of q(y|.) ("qy_logits", (B, K))
+        that the marginal KL and the merge guard act on."""
+        logits = self.classifier_logits(x)
+        terms = self.unlabelled_elbo(x, generator, logits)
+        terms["qy_logits"] = logits
+        return terms
+
+    def assemble_loss(self, labelled: dict[str, torch.Tensor] | None,
+                      unlabelled: dict[str, torch.Tensor] | None,
+                      guard: GuardState | None) -> LossOutput:
+        """The loss of objective (11) from the two parts' terms, and the logged batch means."""
         cfg = self.objective
         loss = torch.zeros((), device=self.log_prior.device)
         logged: dict[str, torch.Tensor] = {}
-        if batch.x_labelled is not None and batch.y_labelled is not None:
-            x_l, y_l = batch.x_labelled, batch.y_labelled
-            lab = self.labelled_elbo(x_l, y_l, batch.generator)
-            log_qy = -F.cross_entropy(self.classifier_logits(x_l), y_l, reduction="none")
-            loss = loss - (lab["elbo"] + cfg.alpha * log_qy).mean()
-            logged["elbo_l"] = lab["elbo"].mean()
-            logged["ce_l"] = -log_qy.mean()
-        if batch.x_unlabelled is not None:
-            logits = self.classifier_logits(batch.x_unlabelled)
-            unl = self.unlabelled_elbo(batch.x_unlabelled, batch.generator, logits)
-            loss = loss - unl["elbo"].mean()
+        if labelled is not None:
+            loss = loss - (labelled["elbo"] + cfg.alpha * labelled["log_qy"]).mean()
+            logged["elbo_l"] = labelled["elbo"].mean()
+            logged["ce_l"] = -labelled["log_qy"].mean()
+        if unlabelled is not None:
+            logits = unlabelled["qy_logits"]
+            loss = loss - unlabelled["elbo"].mean()
             if cfg.marginal_kl:
                 marginal = losses.marginal_kl(logits, self.log_prior)
                 loss = loss + cfg.marginal_kl * marginal
                 logged["marginal_kl_u"] = marginal
-            if batch.guard is not None:  # logged every step (0 while off): one set of keys
-                penalty = share_penalty(logits, batch.guard.multipliers, batch.guard.targets,
+            if guard is not None:  # logged every step (0 while off): one set of keys
+                penalty = share_penalty(logits, guard.multipliers, guard.targets,
                                         cfg.labelled_share_cap)
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
-            logged["elbo_u"] = unl["elbo"].mean()
-            logged["recon_u"] = unl["recon"].mean()
-            logged["kl_z_u"] = unl["kl_z"].mean()
-            logged["kl_y_u"] = unl["kl_y"].mean()
+            logged["elbo_u"] = unlabelled["elbo"].mean()
+            for name in self.logged_terms:
+                logged[f"{name}_u"] = unlabelled[name].mean()
         logged["loss"] = loss
         return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
 
@@ -259,6 +284,17 @@ class QyQzModel(ElboModel):
         L(x,y) = E_q(z|x,y)[log p(x|.)] - KL(q(z|x,y) || p(z|y)) + log p(y), each (B, E).
         The KL is analytic, or the one-sample estimate log q(z) - log p(z|y) at the same z.
         """
+        z, kl_z = self.latent_terms(x, y, kl, generator)
+        recon = self.log_likelihood(x, self.decoder_output(z, y))
+        log_py = (y * self.log_prior).sum(-1)
+        return {"recon": recon, "kl_z": kl_z, "log_py": log_py}
+
+    def latent_terms(
+        self, x: torch.Tensor, y: torch.Tensor, kl: str, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A draw z ~ q(z|x,y), (B, E, Z), and KL(q(z|x,y) || p(z|y)), (B, E): analytic, or
+        the one-sample estimate log q(z) - log p(z|y) at that z. `x` is whatever the encoder
+        q(z|.) reads (B, 1, .), one-hot y (B, E, K)."""
         q_mean, q_logvar = self.posterior_z(x, y)
         z = losses.sample_normal(q_mean, q_logvar, generator)
         p_mean, p_logvar = self.prior_z(y)
@@ -268,9 +304,7 @@ class QyQzModel(ElboModel):
             kl_z = losses.log_normal_diag(z, q_mean, q_logvar) - losses.log_normal_diag(
                 z, p_mean, p_logvar
             )
-        recon = self.log_likelihood(x, self.decoder_output(z, y))
-        log_py = (y * self.log_prior).sum(-1)
-        return {"recon": recon, "kl_z": kl_z, "log_py": log_py}
+        return z, kl_z
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

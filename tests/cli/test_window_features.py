@@ -65,7 +65,8 @@ def test_window_stats_model_trains_scores_samples_and_predicts_raw_windows(runne
     assert described["value_names"] == feature_names(2, 32)
 
     # predict takes raw windows and summarises them exactly as training did
-    raw = np.load(source)["x_test"][:9]
+    with np.load(source) as archive:
+        raw = archive["x_test"][:9]
     np.savez(tmp_path / "new.npz", x=raw)
     _ok(runner, ["predict", str(run), str(tmp_path / "new.npz"), "--out",
                  str(tmp_path / "p.csv")])

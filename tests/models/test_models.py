@@ -15,6 +15,8 @@ from susl_cli import losses
 from susl_cli.config import ModelConfig, NetworkSettings
 from susl_cli.errors import ConfigError
 from susl_cli.models import MODELS, SuslModel, build_model
+from susl_cli.models.adgm import ADGM
+from susl_cli.models.agm_dgm import AGMDGM
 from susl_cli.models.gmdgm import GMDGM
 from susl_cli.models.gmdgm_mf import GMDGMMeanField
 from susl_cli.models.m2 import M2
@@ -56,14 +58,16 @@ def z_at_mean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry_builds_every_model() -> None:
-    assert set(MODELS) == {"m2", "gmdgm", "gmdgm-mf"}
-    for name, cls in (("m2", M2), ("gmdgm", GMDGM), ("gmdgm-mf", GMDGMMeanField)):
+    assert set(MODELS) == {"m2", "gmdgm", "gmdgm-mf", "adgm", "agm-dgm"}
+    for name, cls in (("m2", M2), ("gmdgm", GMDGM), ("gmdgm-mf", GMDGMMeanField),
+                      ("adgm", ADGM), ("agm-dgm", AGMDGM)):
         model = build_model(ModelConfig(model=name, input_dim=D, n_components=K))
         assert type(model) is cls and model.name == name and model.description
 
 
 def test_registry_rejects_unknown_model() -> None:
-    with pytest.raises(ConfigError, match="unknown model 'vade'.*gmdgm, gmdgm-mf, m2"):
+    with pytest.raises(ConfigError,
+                       match="unknown model 'vade'.*adgm, agm-dgm, gmdgm, gmdgm-mf, m2"):
         build_model(ModelConfig(model="vade"))
 
 

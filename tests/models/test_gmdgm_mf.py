@@ -200,7 +200,8 @@ def test_learns_the_labelled_classes(tiny_mask, tmp_path, runner):
     assert isinstance(run.model, GMDGMMeanField) and run.model_config.model == "gmdgm-mf"
     loss = run.history["loss"]
     assert len(loss) == 8 and all(map(math.isfinite, loss)) and loss[-1] < loss[0]
-    data = np.load(tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as archive:
+        data = {name: archive[name] for name in ("x_test", "y_test")}
     known = data["y_test"] < 2  # components 0 and 1 are tied to the labelled classes 0 and 1
     x = torch.from_numpy(run.transform.apply(data["x_test"][known]))
     with torch.no_grad():
