@@ -33,6 +33,7 @@ from torch import nn
 from susl_cli import losses
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.models.networks import MLP, ConditionalTrunk, GaussianHead, initialise
+from susl_cli.models.shard import BatchMeans, Shard
 from susl_cli.share_guard import share_penalty
 
 
@@ -55,6 +56,9 @@ class Batch:
     x_unlabelled: torch.Tensor | None = None  # (B_u, D)
     generator: torch.Generator | None = None  # every random draw of the step comes from it
     guard: GuardState | None = None  # None: no merge guard on this run
+    # This process's rows of a global batch split over the processes of a DDP run (every
+    # batch mean then runs over the global batch: models/shard.py); None: one process
+    shard: Shard | None = None
 
 
 @dataclass
@@ -124,52 +128,59 @@ class QyQzModel(SuslModel):
 
     # -- the objective -----------------------------------------------------------------------
     def forward(self, batch: Batch) -> LossOutput:  # type: ignore[override]
-        """Negative of objective (11) on the batch's labelled and unlabelled parts."""
+        """Negative of objective (11) on the batch's labelled and unlabelled parts (under a
+        Shard: of the global batch, models/shard.py)."""
         cfg = self.objective
+        means = BatchMeans(batch.shard)
         loss = torch.zeros((), device=self.log_prior.device)
         logged: dict[str, torch.Tensor] = {}
         if batch.x_labelled is not None and batch.y_labelled is not None:
             x_l, y_l = batch.x_labelled, batch.y_labelled
-            lab = self.labelled_elbo(x_l, y_l, batch.generator)
+            lab = self.labelled_elbo(x_l, y_l, batch.generator, means.rows("labelled"))
             log_qy = -F.cross_entropy(self.classifier_logits(x_l), y_l, reduction="none")
-            loss = loss - (lab["elbo"] + cfg.alpha * log_qy).mean()
-            logged["elbo_l"] = lab["elbo"].mean()
-            logged["ce_l"] = -log_qy.mean()
+            loss = loss - means.mean(lab["elbo"] + cfg.alpha * log_qy, "labelled")
+            logged["elbo_l"] = means.logged("elbo_l", lab["elbo"], "labelled")
+            logged["ce_l"] = means.logged("ce_l", -log_qy, "labelled")
         if batch.x_unlabelled is not None:
             logits = self.classifier_logits(batch.x_unlabelled)
-            unl = self.unlabelled_elbo(batch.x_unlabelled, batch.generator, logits)
-            loss = loss - unl["elbo"].mean()
+            unl = self.unlabelled_elbo(batch.x_unlabelled, batch.generator, logits,
+                                       means.rows("unlabelled"))
+            loss = loss - means.mean(unl["elbo"], "unlabelled")
             if cfg.marginal_kl:
-                marginal = losses.marginal_kl(logits, self.log_prior)
+                marginal = losses.categorical_kl(means.log_mean_probs(logits, "unlabelled"),
+                                                 self.log_prior)
                 loss = loss + cfg.marginal_kl * marginal
                 logged["marginal_kl_u"] = marginal
             if batch.guard is not None:  # logged every step (0 while off): one set of keys
                 penalty = share_penalty(logits, batch.guard.multipliers, batch.guard.targets,
-                                        cfg.labelled_share_cap)
+                                        cfg.labelled_share_cap, means.mean_fn("unlabelled"))
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
-            logged["elbo_u"] = unl["elbo"].mean()
-            logged["recon_u"] = unl["recon"].mean()
-            logged["kl_z_u"] = unl["kl_z"].mean()
-            logged["kl_y_u"] = unl["kl_y"].mean()
+            for name in ("elbo", "recon", "kl_z", "kl_y"):
+                logged[f"{name}_u"] = means.logged(f"{name}_u", unl[name], "unlabelled")
         logged["loss"] = loss
-        return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
+        return LossOutput(loss, means.finish({k: v.detach() for k, v in logged.items()}))
 
     def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
-                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors."""
+                      generator: torch.Generator | None,
+                      rows: losses.Rows = None) -> dict[str, torch.Tensor]:
+        """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors.
+
+        `rows`: where these examples sit in a batch split over processes (losses.draw)."""
         onehot = F.one_hot(y, self.config.n_components).to(x.dtype).unsqueeze(1)  # (B, 1, K)
         terms = {k: v.squeeze(1) for k, v in self.elbo_terms(x.unsqueeze(1), onehot,
                                                              self.objective.kl,
-                                                             generator).items()}
+                                                             generator, rows).items()}
         terms["elbo"] = terms["recon"] - terms["kl_z"] + terms["log_py"]
         return terms
 
     def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
-                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        logits: torch.Tensor | None = None,
+                        rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,).
 
-        `logits` of q(y|x) may be passed in when the caller needs them too.
+        `logits` of q(y|x) may be passed in when the caller needs them too; `rows`: as in
+        `labelled_elbo`.
         """
         cfg = self.objective
         if logits is None:
@@ -177,10 +188,10 @@ class QyQzModel(SuslModel):
         x3 = x.unsqueeze(1)  # (B, 1, D): broadcast over the label settings, computed once
 
         def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            return self.elbo_terms(x3, y, cfg.kl, generator)
+            return self.elbo_terms(x3, y, cfg.kl, generator, rows)
 
         terms = losses.expectation_over_y(terms_for, logits, cfg.y_estimator,
-                                          cfg.gumbel_temperature, generator)
+                                          cfg.gumbel_temperature, generator, rows)
         entropy = losses.categorical_entropy(logits)
         terms["kl_y"] = -(terms["log_py"] + entropy)  # KL(q(y|x) || p(y)) when enumerating
         terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
@@ -207,6 +218,7 @@ class QyQzModel(SuslModel):
         y: torch.Tensor,
         kl: str = "analytic",
         generator: torch.Generator | None = None,
+        rows: losses.Rows = None,
     ) -> dict[str, torch.Tensor]:
         """Named terms of the labelled ELBO L(x, y) for x (B, 1, D) and one-hot y (B, E, K).
 
@@ -214,7 +226,7 @@ class QyQzModel(SuslModel):
         The KL is analytic, or the one-sample estimate log q(z) - log p(z|y) at the same z.
         """
         q_mean, q_logvar = self.posterior_z(x, y)
-        z = losses.sample_normal(q_mean, q_logvar, generator)
+        z = losses.sample_normal(q_mean, q_logvar, generator, rows)
         p_mean, p_logvar = self.prior_z(y)
         if kl == "analytic":
             kl_z = losses.kl_normal_diag(q_mean, q_logvar, p_mean, p_logvar)
