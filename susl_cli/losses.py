@@ -85,11 +85,29 @@ def kl_normal_diag(
                   + p_logvar).sum(-1)
 
 
+Rows = tuple[int, int] | None  # (start, global rows): these rows are a slice of a batch
+
+
+def draw(sampler: Callable[..., torch.Tensor], like: torch.Tensor,
+         generator: torch.Generator | None, rows: Rows = None) -> torch.Tensor:
+    """`sampler` (torch.randn or torch.rand) noise shaped like `like` (B, ...). With `rows`
+    = (start, n), `like` holds rows start..start+B of a batch of n rows: the noise of all n
+    rows is drawn and the slice kept, so each row gets the draw it would get in the whole
+    batch, whichever process holds it (susl_cli/models/shard.py)."""
+    if rows is None:
+        return sampler(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    start, total = rows
+    full = sampler((total, *like.shape[1:]), generator=generator, device=like.device,
+                   dtype=like.dtype)
+    return full[start:start + like.shape[0]]
+
+
 def sample_normal(
-    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None
+    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None,
+    rows: Rows = None,
 ) -> torch.Tensor:
-    """Reparameterised draw z = mean + sigma * eps."""
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    """Reparameterised draw z = mean + sigma * eps (`rows`: see `draw`)."""
+    eps = draw(torch.randn, mean, generator, rows)
     return mean + torch.exp(0.5 * logvar) * eps
 
 
@@ -100,14 +118,15 @@ def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def gumbel_softmax_st(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+    rows: Rows = None,
 ) -> torch.Tensor:
     """One straight-through Gumbel-softmax sample: exactly one-hot forward, relaxed gradient.
 
     One-hot in the forward pass keeps every network input and the p(z|y) look-up exact, as in
     enumeration; the gradient flows through the tempered softmax (Jang et al. 2017).
     """
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    u = draw(torch.rand, logits, generator, rows)
     exponential = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)  # -log u ~ Exp(1)
     gumbel = -torch.log(exponential)
     soft = F.softmax((logits + gumbel) / temperature, dim=-1)
@@ -124,13 +143,14 @@ def expectation_over_y(
     estimator: str,
     temperature: float = 0.5,
     generator: torch.Generator | None = None,
+    rows: Rows = None,
 ) -> dict[str, torch.Tensor]:
     """E_{q(y|x)}[terms(y)] for each named term: the one place the unknown label is summed out.
 
     `terms_fn` maps one-hot labels of shape (B, E, K) to named (B, E) tensors.
     - "enumerate": exact sum over all K components weighted by q(y|x) (E = K).
     - "gumbel": one straight-through Gumbel-softmax sample per example (E = 1).
-    Returns named (B,) tensors.
+    Returns named (B,) tensors. `rows`: these examples' place in a sharded batch (`draw`).
     """
     batch, k = qy_logits.shape
     if estimator == "enumerate":
@@ -139,7 +159,7 @@ def expectation_over_y(
         probs = F.softmax(qy_logits, dim=-1)
         return {name: (probs * value).sum(-1) for name, value in terms.items()}
     if estimator == "gumbel":
-        y = gumbel_softmax_st(qy_logits, temperature, generator).unsqueeze(1)  # (B, 1, K)
+        y = gumbel_softmax_st(qy_logits, temperature, generator, rows).unsqueeze(1)  # (B, 1, K)
         return {name: value.squeeze(1) for name, value in terms_fn(y).items()}
     raise ValueError(f"unknown y estimator {estimator!r}")
 
@@ -150,6 +170,15 @@ def marginal_kl(logits: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     mutual information I(x; y) under q plus this term, so weighting it more keeps the aggregate
     posterior near p(y) (no component starved) without asking any one q(y|x) to be uncertain.
     """
+    return categorical_kl(log_batch_mean_probs(logits), log_prior)
+
+
+def log_batch_mean_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log q_bar (K,), q_bar the batch mean of softmax(logits) (B, K), in log space."""
     log_q = torch.log_softmax(logits, -1)  # (B, K)
-    log_q_bar = torch.logsumexp(log_q, 0) - torch.log(torch.tensor(float(len(logits))))  # (K,)
-    return (log_q_bar.exp() * (log_q_bar - log_prior)).sum()
+    return torch.logsumexp(log_q, 0) - torch.log(torch.tensor(float(len(logits))))
+
+
+def categorical_kl(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) for categorical distributions given as log-probabilities (K,)."""
+    return (log_q.exp() * (log_q - log_p)).sum()

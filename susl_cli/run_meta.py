@@ -42,6 +42,8 @@ class RunMeta:
     discovery: dict[str, Any] | None = None     # discover.Discovery.to_json(), once stored
     share_multipliers: list[float] | None = None  # the merge guard's state, once started
     auto_choice: list[str] | None = None        # settings chosen by data size, and why
+    world_size: int | None = None               # processes of the last training session
+                                                # (torchrun; None: not recorded, one)
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer susl, kept
 
     def __post_init__(self) -> None:
@@ -65,7 +67,7 @@ class RunMeta:
         only once set), plus the unknown keys read from the file."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "unknown"}
-        for name in ("discovery", "share_multipliers", "auto_choice"):
+        for name in ("discovery", "share_multipliers", "auto_choice", "world_size"):
             if data[name] is None:
                 del data[name]
         return {**self.unknown, **data}
@@ -95,6 +97,7 @@ class RunMeta:
             share_multipliers=(None if multipliers is None
                                else [float(m) for m in multipliers]),
             auto_choice=None if data.get("auto_choice") is None else list(data["auto_choice"]),
+            world_size=None if data.get("world_size") is None else int(data["world_size"]),
             unknown=unknown,
         )
 

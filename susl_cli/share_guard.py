@@ -21,7 +21,7 @@ run (ratios 1.04-1.06 measured on MNIST SUS) never switches it on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,7 +68,8 @@ def update_multipliers(multipliers: Sequence[float], ratios: np.ndarray,
 
 
 def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torch.Tensor,
-                  cap: float) -> torch.Tensor:
+                  cap: float, batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """sum_c lambda_c relu(q_bar(c) / p_u(c) - cap) over the labelled components (logits
     (B, K)): only the excess over the cap is pushed out, and only towards the extra
     components: for component c the other labelled components' logits are held fixed.
@@ -76,7 +77,10 @@ def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torc
     Measured: a penalty on all of q_bar(c) emptied the labelled components of a tiny image set
     in 3 epochs; without the routing, mass pushed out of one labelled component went to
     another (MNIST 3,000-row slice, 6 epochs: labelled-class test accuracy 0.86 -> 0.58).
+    `batch_mean` (default: the mean over the rows) takes q_bar over a batch split across
+    processes (models/shard.py).
     """
+    batch_mean = batch_mean or torch.mean
     n_labelled = multipliers.numel()
     labelled = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     labelled[:n_labelled] = True
@@ -85,6 +89,6 @@ def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torc
         others = labelled.clone()
         others[c] = False
         routed = torch.where(others, logits.detach(), logits)  # (B, K)
-        q_bar = torch.softmax(routed, -1)[:, c].mean()
+        q_bar = batch_mean(torch.softmax(routed, -1)[:, c])
         total = total + multipliers[c] * torch.relu(q_bar / targets[c] - cap)
     return total

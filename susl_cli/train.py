@@ -9,6 +9,7 @@ This module never reads test labels or the evaluation-only true labels of traini
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -28,6 +29,18 @@ from susl_cli.diagnostics import (
 )
 from susl_cli.discover import DiscoveryOptions
 from susl_cli.discovery_runs import discover_run, store_discovery
+from susl_cli.distributed import (
+    SINGLE,
+    PeerFailure,
+    World,
+    agree,
+    barrier,
+    check_batch_sizes,
+    is_peer_failure,
+    peer_lost_text,
+    training_device,
+    wrap,
+)
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.models import Batch, GuardState
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
@@ -36,7 +49,13 @@ from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
 from susl_cli.storage.masked import MaskedDataset, file_sha256, read_masked_dataset
-from susl_cli.training_data import TrainingData, batch_indices, maybe_binarise, prepare_data
+from susl_cli.training_data import (
+    TrainingData,
+    batch_indices,
+    maybe_binarise,
+    prepare_data,
+    shard_batch,
+)
 from susl_cli.training_log import history_csv_path, write_history_csv
 
 EPOCH_SEED_STRIDE = 1_000_003  # distinct generator seeds per (seed, epoch)
@@ -96,34 +115,47 @@ def scheduled_lr(config: TrainConfig, epoch: int) -> float:
 
 
 def fit(run: Run, data: TrainingData, out_path: Path | None = None,
-        observer: Observer | None = None) -> Run:
+        observer: Observer | None = None, world: World = SINGLE) -> Run:
     """Train from `run.epoch` to `run.train_config.epochs`, checkpointing to `out_path`.
 
     With `out_path` None nothing is written (no checkpoint, no history CSV) and Ctrl-C raises
     KeyboardInterrupt. No process-wide settings change (CPU tuning: susl_cli/cpu_tuning.py).
+    Under a distributed `world` (susl_cli/distributed.py, process group joined) every process
+    calls fit with the same run and data; process 0 writes, the others wait at a barrier.
     """
     observer = observer or SilentObserver()
     config = run.train_config
+    check_batch_sizes(world, config.batch_size, config.labelled_batch_size)
+    net = wrap(run.model, world)
     last_saved = run.epoch
     last_write = time.monotonic()
     snapshot = None
+    writes = out_path is not None and world.is_main
     while run.epoch < config.epochs:
         try:
-            record = _train_epoch(run, data, observer)
+            record = _train_epoch(run, data, observer, net, world)
         except KeyboardInterrupt:
             if out_path is None:
                 raise
-            if snapshot is not None and last_saved < run.epoch:
+            if writes and snapshot is not None and last_saved < run.epoch:
                 save_run(snapshot, out_path, completed=False)
                 last_saved = run.epoch
             raise TrainingInterrupted(_interrupted_message(run.epoch + 1, out_path, last_saved)
                                       ) from None
+        except RuntimeError as err:
+            if not (world.distributed and is_peer_failure(err)):
+                raise
+            raise PeerFailure(_peer_lost_message(world, err, run.epoch + 1, out_path,
+                                                 last_saved)) from None
+        except PeerFailure as err:  # SIGTERM from torchrun: another process failed
+            raise PeerFailure(f"{world.describe()}, epoch {run.epoch + 1}: {err}; "
+                              f"{_resume_hint(world, out_path, last_saved)}") from None
         if not all(math.isfinite(v) for v in record.values()):
             on_disk = "" if out_path is None else f"; {_on_disk(out_path, last_saved)}"
             raise TrainingError(f"the loss became NaN or infinite in epoch {run.epoch + 1}"
                                 f"{on_disk}: lower --learning-rate or set --grad-clip")
         _finish_epoch(run, data, record)
-        if out_path is not None:
+        if writes:
             done = run.epoch == config.epochs
             due = (run.epoch - last_saved >= config.checkpoint_every
                    and time.monotonic() - last_write >= config.checkpoint_seconds)
@@ -133,8 +165,34 @@ def fit(run: Run, data: TrainingData, out_path: Path | None = None,
             else:
                 snapshot = _snapshot(run)  # what Ctrl-C saves before the next write
             last_saved = _write_log(run, out_path, done, last_saved)
+        if world.distributed and out_path is not None:
+            try:  # the others wait while process 0 writes: every epoch ends together
+                barrier(world)
+            except PeerFailure as err:
+                raise PeerFailure(f"{err}; {_resume_hint(world, out_path, last_saved)}"
+                                  ) from None
         observer.epoch_finished(record)
     return run
+
+
+def _peer_lost_message(world: World, err: BaseException, epoch: int, out_path: Path | None,
+                       last_saved: int) -> str:
+    where = f"{world.describe()} stopped in epoch {epoch}: {peer_lost_text(world, err)}"
+    if out_path is None:
+        return where
+    return f"{where}; {_resume_hint(world, out_path, last_saved)}"
+
+
+def _resume_hint(world: World, out_path: Path | None, last_saved: int) -> str:
+    """What the checkpoint holds after a distributed run stopped (process 0 knows)."""
+    if out_path is None:
+        return "nothing was written"
+    if not world.is_main:
+        return (f"the last checkpoint process 0 wrote to {str(out_path)!r} (if any) is whole: "
+                "continue with --resume")
+    if last_saved:
+        return f"{str(out_path)!r} holds epoch {last_saved}: continue with --resume"
+    return f"no epoch was saved to {str(out_path)!r}: start again without --resume"
 
 
 def _finish_epoch(run: Run, data: TrainingData, record: dict[str, float]) -> None:
@@ -216,9 +274,13 @@ def _save_checkpoint(run: Run, out_path: Path, completed: bool, last_saved: int)
                                   ) from None
 
 
-def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, float]:
+def _train_epoch(run: Run, data: TrainingData, observer: Observer,
+                 net: torch.nn.Module | None = None, world: World = SINGLE) -> dict[str, float]:
+    """One epoch of steps `net(batch)` (run.model, or DDP around it under a distributed
+    world: then each process takes its slice of every global batch, training_data.py)."""
     config = run.train_config
     model, device = run.model, run.model.log_prior.device
+    net = net or model
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed * EPOCH_SEED_STRIDE + run.epoch)
     lr = scheduled_lr(config, run.epoch)
@@ -242,9 +304,12 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         if idx_l is not None:
             x_l = maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
             y_l = data.y_labelled[idx_l]
-        out = model(Batch(x_l, y_l, x_u, generator, guard))
+        batch = Batch(x_l, y_l, x_u, generator, guard)
+        out = net(shard_batch(batch, world.rank, world.size) if world.distributed else batch)
         run.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        # Under DDP each process's gradient is its part of the global batch's gradient
+        # (models/shard.py); DDP averages the parts, so scale by their number to sum them.
+        (out.loss * world.size if world.distributed else out.loss).backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
         run.optimizer.step()
@@ -281,17 +346,43 @@ def train_mask_file(
     overwrite: bool = False,
     observer: Observer | None = None,
     discovery: DiscoveryOptions | None = None,
+    world: World = SINGLE,
 ) -> Run:
     """Train (or resume training) a model on a mask file, checkpointing to `out_path`.
 
     `train_overrides` holds the TrainConfig and ObjectiveConfig fields the user set; the rest
     come from the preset (paper Table A.1 for the mask's dataset) or the configs' defaults.
     A finished run's extra components are then grouped into discovered classes
-    (susl_cli/discover.py), stored in the checkpoint.
+    (susl_cli/discover.py), stored in the checkpoint. Under torchrun every process calls
+    this with its `world` (process group joined: susl_cli/distributed.py).
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
-    torch_device = resolve_device(device)
-    claim_output(out_path)  # one writer per checkpoint: a second `susl train -o OUT` is refused
+    try:  # under DDP every process checks; one failing stops the others (distributed.agree)
+        torch_device = training_device(world, resolve_device(device), device)
+        run, masked = _prepare(mask_path, out_path, options, train_overrides, preset,
+                               torch_device, resume, overwrite, world)
+        check_batch_sizes(world, run.train_config.batch_size,
+                          run.train_config.labelled_batch_size)
+    except BaseException:
+        with contextlib.suppress(PeerFailure):  # this process's own error is the one to show
+            agree(world, ok=False)
+        raise
+    agree(world, ok=True)
+    run.meta.world_size = world.size  # the checkpoint records how many processes trained it
+    data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
+    run = fit(run, data, out_path, observer, world)
+    if world.is_main:  # the others are done: discovery is process 0's alone
+        store_discovery(run, out_path, discover_run(run, masked.x_train,
+                                                    discovery or DiscoveryOptions()))
+    return run
+
+
+def _prepare(mask_path: Path, out_path: Path, options: ModelOptions,
+             train_overrides: dict[str, object], preset: str | None, torch_device: torch.device,
+             resume: bool, overwrite: bool, world: World) -> tuple[Run, MaskedDataset]:
+    """Check the output, read the mask, build or load the run (process 0 claims OUT)."""
+    if world.is_main:
+        claim_output(out_path)  # one writer per checkpoint: a second `susl train -o OUT` is refused
     if resume:
         if not out_path.exists():
             raise UsageError(
@@ -303,10 +394,11 @@ def train_mask_file(
         if out_path.is_file() and not overwrite:
             raise OutputError(f"{str(out_path)!r} already exists: pass --resume to continue the "
                               "run it holds, or --overwrite to replace it")
-        check_output_path(out_path, overwrite, inputs=(mask_path,))
+        check_output_path(out_path, overwrite, inputs=(mask_path,), claim=world.is_main)
     # the per-epoch log beside the checkpoint: checked (not an input, not a folder, a FIFO or a
     # link) and locked like the checkpoint; it belongs to OUT, so it is replaced without asking
-    check_output_path(history_csv_path(out_path), True, inputs=(mask_path,))
+    check_output_path(history_csv_path(out_path), True, inputs=(mask_path,),
+                      claim=world.is_main)
     masked = read_masked_dataset(mask_path)  # observed labels only: never the true ones
     if resume:
         run = _resume(mask_path, out_path, options, train_overrides, torch_device)
@@ -315,11 +407,7 @@ def train_mask_file(
         objective, train_config = split_settings(settings)
         run = new_run(masked, mask_path, options, train_config, torch_device, objective)
         run.meta.auto_choice = list(reasons)  # stored in the checkpoint, shown by train
-    data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
-    run = fit(run, data, out_path, observer)
-    store_discovery(run, out_path, discover_run(run, masked.x_train,
-                                                discovery or DiscoveryOptions()))
-    return run
+    return run, masked
 
 
 def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptions,

@@ -1,5 +1,8 @@
 """The training data as model-ready tensors, and the per-epoch batches drawn from it.
 
+Under DDP (susl_cli/distributed.py) every process draws the same global batches and
+binarises them with the same draws; `shard_batch` then keeps its own rows.
+
 Protocol: each step takes one unlabelled batch and one labelled batch (the small labelled set
 is cycled); one epoch is one pass over the unlabelled points. Image batches are re-binarised
 every step (x ~ Bernoulli(grey level)). Only observed labels are read here.
@@ -7,12 +10,15 @@ every step (x ~ Bernoulli(grey level)). Only observed labels are read here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from susl_cli.models import Batch
+from susl_cli.models.shard import RowSpan, Shard, rows_of
 from susl_cli.run_meta import component_of_class
 from susl_cli.runs import Run
 from susl_cli.share_guard import unlabelled_targets
@@ -71,3 +77,20 @@ def batch_indices(data: TrainingData, batch_u: int, batch_l: int,
 
 def maybe_binarise(x: torch.Tensor, binarise: bool, generator: torch.Generator) -> torch.Tensor:
     return torch.bernoulli(x, generator=generator) if binarise else x
+
+
+def shard_batch(batch: Batch, rank: int, world_size: int) -> Batch:
+    """Process `rank`'s contiguous rows of each part of a global batch, with the Shard that
+    says where they sit (a part may hold no rows of this process: its collectives still run)."""
+    spans: dict[str, RowSpan | None] = {"labelled": None, "unlabelled": None}
+    parts: dict[str, torch.Tensor | None] = {}
+    if batch.x_labelled is not None and batch.y_labelled is not None:
+        start, stop = rows_of(len(batch.x_labelled), rank, world_size)
+        spans["labelled"] = RowSpan(start, len(batch.x_labelled))
+        parts.update(x_labelled=batch.x_labelled[start:stop],
+                     y_labelled=batch.y_labelled[start:stop])
+    if batch.x_unlabelled is not None:
+        start, stop = rows_of(len(batch.x_unlabelled), rank, world_size)
+        spans["unlabelled"] = RowSpan(start, len(batch.x_unlabelled))
+        parts["x_unlabelled"] = batch.x_unlabelled[start:stop]
+    return dataclasses.replace(batch, **parts, shard=Shard(**spans))

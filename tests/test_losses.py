@@ -284,7 +284,7 @@ def test_enumerate_equals_loop_for_a_models_deterministic_terms(name: str) -> No
 def test_enumerate_equals_loop_for_all_model_terms_with_z_at_the_mean(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator: mean)
+    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator, rows=None: mean)
     model = _small_model(name)
     x = torch.rand(6, 1, 10, generator=_gen(26), dtype=DT)
     qy_logits = model.classifier_logits(x.squeeze(1))

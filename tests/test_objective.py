@@ -74,7 +74,7 @@ def batch(seed: int = 0, n: int = B) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def z_at_mean(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make q(z|x,y) sampling deterministic: z is its mean."""
-    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator: mean)
+    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator, rows=None: mean)
 
 
 # -- labelled and unlabelled ELBO ------------------------------------------------------------

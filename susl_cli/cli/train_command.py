@@ -32,12 +32,20 @@ from susl_cli.config import (
 from susl_cli.console import discovered_classes_text, make_progress, stdout_console
 from susl_cli.cpu_tuning import tune_cpu_for
 from susl_cli.discover import DiscoveryOptions
+from susl_cli.distributed import (
+    DEFAULT_TIMEOUT_S,
+    World,
+    check_batch_sizes,
+    join,
+    leave,
+    world_from_env,
+)
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
-from susl_cli.runs import ModelOptions, Run, parse_model_options
+from susl_cli.runs import ModelOptions, Run, parse_model_options, resolve_device
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.h5 import KIND_CHECKPOINT
-from susl_cli.train import train_mask_file
+from susl_cli.train import train_mask_file, training_device
 
 
 def _default(config_class: type, name: str) -> str:
@@ -203,6 +211,9 @@ def train(
         False, "--resume", help="Continue the interrupted run in OUT. On a finished run, "
         "--resume --epochs N trains on to N epochs in total with a warm restart: the learning "
         "rate restarts at its base value and decays along a new cosine over the added epochs."),
+    dist_timeout: float = typer.Option(
+        DEFAULT_TIMEOUT_S, "--dist-timeout", help="Under torchrun: seconds a process waits for "
+        "the others at a collective before it stops with one line (a dead or stuck process)."),
     overwrite: bool = OVERWRITE_OPTION,
     quiet: bool = QUIET_OPTION,
     as_json: bool = JSON_OPTION,
@@ -210,6 +221,9 @@ def train(
     """Train a model on a masked dataset; Ctrl-C saves, --resume continues.
 
     Example: susl train mnist-sus.h5 --model gmdgm --epochs 50 --out run.h5
+
+    Over N processes (one model, DistributedDataParallel; --batch-size is the global batch):
+    torchrun --nproc_per_node N -m susl_cli train mnist-sus.h5 --out run.h5
     """
     overrides = {k: v for k, v in dict(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
@@ -233,17 +247,25 @@ def train(
                            likelihood=likelihood, gaussian_sigma=gaussian_sigma,
                            input_features=input_features, init=init, labelled_mass=labelled_mass)
     tune_cpu_for(device)  # process-wide: the CLI opts in, a library caller of fit() does not
+    world = world_from_env(timeout_s=dist_timeout)  # torchrun's processes, or just this one
+    check_batch_sizes(world, batch_size, labelled_batch_size)  # before waiting for the others
+    quiet = quiet or not world.is_main  # progress, notices and the summary: process 0 only
     observer = ProgressObserver(quiet or as_json)
     observer.notice = "" if quiet else notice
     try:
+        world = join(world, training_device(world, resolve_device(device), device))
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
-                              observer=observer, discovery=discovery)
+                              observer=observer, discovery=discovery, world=world)
     except BaseException:
         observer.close(interrupted=True)
         raise
+    finally:
+        leave(world)
     observer.close()
-    summary = _summary(run, out)
+    if not world.is_main:
+        return
+    summary = _summary(run, out, world)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -269,9 +291,16 @@ def _check_epochs_on_resume(out: Path, epochs: int) -> str:
             f"{epochs - done} added epochs")
 
 
-def _summary(run: Run, out: Path) -> dict:
+def _summary(run: Run, out: Path, world: World | None = None) -> dict:
     last = {k: v[-1] for k, v in run.history.items() if v}
+    n = world.size if world is not None else 1
+    tc = run.train_config
     return {
+        "processes": n, "backend": world.backend if world is not None else None,
+        "batch_size": tc.batch_size, "labelled_batch_size": tc.labelled_batch_size,
+        "batch_size_per_process": tc.batch_size // n,
+        "labelled_batch_size_per_process": tc.labelled_batch_size // n,
+        "learning_rate": tc.learning_rate,
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
         "marginal_kl": run.model.objective.marginal_kl,
@@ -329,6 +358,19 @@ def _schedule_text(s: dict) -> str:
     return f"cosine to 0 over {s['epochs']} epochs"
 
 
+def _processes_rows(s: dict) -> list[tuple[str, str]]:
+    """Under torchrun: the processes, and the batch per process and globally (the learning
+    rate is the one-process rate: the global batch is the batch one process would take)."""
+    if s["processes"] == 1:
+        return []
+    n = s["processes"]
+    return [("processes", f"{n} (torchrun, DDP over {s['backend']})"),
+            ("batch per step", f"global {s['batch_size']} unlabelled + "
+             f"{s['labelled_batch_size']} labelled = {s['batch_size_per_process']} + "
+             f"{s['labelled_batch_size_per_process']} per process; the global batch equals "
+             "the one-process batch, so the learning rate is unchanged")]
+
+
 def _summary_table(s: dict) -> Table:
     table = Table(title="susl train", show_header=False)
     final = s["final"]
@@ -341,7 +383,8 @@ def _summary_table(s: dict) -> Table:
                                                     s["marginal_kl"])),
             ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
-            ("learning rate", _schedule_text(s)),
+            *_processes_rows(s),
+            ("learning rate", f"{s['learning_rate']:g}, {_schedule_text(s)}"),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),
             ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
             ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
@@ -372,6 +415,8 @@ def _checkpoint_table(s: dict) -> Table:
         ("latent / hidden", f"{mc.get('latent_dim')} / {mc.get('hidden_units')}"),
         ("likelihood", str(mc.get("likelihood"))),
         ("input features", str(mc.get("input_features", "raw"))), ("seed", str(s.get("seed"))),
+        ("processes", str(s.get("world_size") or "1 (not recorded)")
+         + ("" if (s.get("world_size") or 1) == 1 else " (torchrun, DDP)")),
         ("susl version", str(s.get("susl_version"))),
     ]
     for key, value in rows:

@@ -99,11 +99,11 @@ class AuxiliaryModel(QyQzModel):
         mean, logvar = self.qa(x).chunk(2, dim=-1)
         return mean, logvar
 
-    def sample_a(self, x: torch.Tensor, generator: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_a(self, x: torch.Tensor, generator: torch.Generator | None,
+                 rows: losses.Rows = None) -> tuple[torch.Tensor, torch.Tensor]:
         """[x, a] with a ~ q(a|x), (B, D + A), and log q(a|x) at that a, (B,)."""
         mean, logvar = self.posterior_a(x)
-        a = losses.sample_normal(mean, logvar, generator)
+        a = losses.sample_normal(mean, logvar, generator, rows)
         return torch.cat([x, a], -1), losses.log_normal_diag(a, mean, logvar)
 
     def _with_aux(self, terms: dict[str, torch.Tensor],
@@ -113,18 +113,18 @@ class AuxiliaryModel(QyQzModel):
         terms["elbo"] = terms["elbo"] - terms["kl_a"]
         return terms
 
-    def labelled_terms(self, x: torch.Tensor, y: torch.Tensor,
-                       generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        xa, log_qa = self.sample_a(x, generator)
-        terms = self._with_aux(self.labelled_elbo(xa, y, generator), log_qa)
+    def labelled_terms(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                       rows: losses.Rows = None) -> dict[str, torch.Tensor]:
+        xa, log_qa = self.sample_a(x, generator, rows)
+        terms = self._with_aux(self.labelled_elbo(xa, y, generator, rows), log_qa)
         terms["log_qy"] = -F.cross_entropy(self.classifier(xa), y, reduction="none")
         return terms
 
-    def unlabelled_terms(self, x: torch.Tensor,
-                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        xa, log_qa = self.sample_a(x, generator)
+    def unlabelled_terms(self, x: torch.Tensor, generator: torch.Generator | None,
+                         rows: losses.Rows = None) -> dict[str, torch.Tensor]:
+        xa, log_qa = self.sample_a(x, generator, rows)
         logits = self.classifier(xa)  # q(y|a,x) at the same a as the bound
-        terms = self._with_aux(self.unlabelled_elbo(xa, generator, logits), log_qa)
+        terms = self._with_aux(self.unlabelled_elbo(xa, generator, logits, rows), log_qa)
         terms["qy_logits"] = logits
         return terms
 
@@ -134,11 +134,12 @@ class AuxiliaryModel(QyQzModel):
         y: torch.Tensor,
         kl: str = "analytic",
         generator: torch.Generator | None = None,
+        rows: losses.Rows = None,
     ) -> dict[str, torch.Tensor]:
         """Terms of L(x, y) given a, for xa = [x, a] (B, 1, D + A) and one-hot y (B, E, K):
         recon, kl_z (as `kl` says), log p(a|x,[y],z) ("log_pa") and log p(y), each (B, E)."""
         x_only, a = x.split([self.config.input_dim, self.settings.aux_dim], dim=-1)
-        z, kl_z = self.latent_terms(x, y, kl, generator)  # q(z|a,x,y) reads [x, a]
+        z, kl_z = self.latent_terms(x, y, kl, generator, rows)  # q(z|a,x,y) reads [x, a]
         recon = self.log_likelihood(x_only, self.decoder_output(z, y))
         log_pa = losses.log_normal_diag(a, *self.pa(x_only, z, y))
         log_py = (y * self.log_prior).sum(-1)

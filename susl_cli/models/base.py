@@ -36,6 +36,7 @@ from torch import nn
 from susl_cli import losses
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.models.networks import MLP, ConditionalTrunk, GaussianHead, initialise
+from susl_cli.models.shard import BatchMeans, Shard
 from susl_cli.share_guard import share_penalty
 
 
@@ -58,6 +59,9 @@ class Batch:
     x_unlabelled: torch.Tensor | None = None  # (B_u, D)
     generator: torch.Generator | None = None  # every random draw of the step comes from it
     guard: GuardState | None = None  # None: no merge guard on this run
+    # This process's rows of a global batch split over the processes of a DDP run (every
+    # batch mean then runs over the global batch: models/shard.py); None: one process
+    shard: Shard | None = None
 
 
 @dataclass
@@ -115,13 +119,15 @@ class ElboModel(SuslModel):
         self.classifier = MLP(config.input_dim, config.hidden_units, config.n_components)
 
     # -- to be provided by each model -------------------------------------------------------
-    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
-                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """Per-example L(x, y) ("elbo") and its parts for observed labels y (B,): named (B,)."""
+    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                      rows: losses.Rows = None) -> dict[str, torch.Tensor]:
+        """Per-example L(x, y) ("elbo") and its parts for observed labels y (B,): named (B,).
+        `rows`: where these examples sit in a batch split over processes (losses.draw)."""
         raise NotImplementedError
 
     def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
-                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        logits: torch.Tensor | None = None,
+                        rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """Per-example L_u(x) ("elbo") and its parts "recon", "kl_z", "kl_y": named (B,)."""
         raise NotImplementedError
 
@@ -138,58 +144,64 @@ class ElboModel(SuslModel):
     logged_terms: ClassVar[tuple[str, ...]] = ("recon", "kl_z", "kl_y")
 
     def forward(self, batch: Batch) -> LossOutput:  # type: ignore[override]
-        """Negative of objective (11) on the batch's labelled and unlabelled parts."""
+        """Negative of objective (11) on the batch's labelled and unlabelled parts (under a
+        Shard: of the global batch, models/shard.py)."""
+        means = BatchMeans(batch.shard)
         labelled = unlabelled = None
         if batch.x_labelled is not None and batch.y_labelled is not None:
-            labelled = self.labelled_terms(batch.x_labelled, batch.y_labelled, batch.generator)
+            labelled = self.labelled_terms(batch.x_labelled, batch.y_labelled, batch.generator,
+                                           means.rows("labelled"))
         if batch.x_unlabelled is not None:
-            unlabelled = self.unlabelled_terms(batch.x_unlabelled, batch.generator)
-        return self.assemble_loss(labelled, unlabelled, batch.guard)
+            unlabelled = self.unlabelled_terms(batch.x_unlabelled, batch.generator,
+                                               means.rows("unlabelled"))
+        return self.assemble_loss(labelled, unlabelled, batch.guard, means)
 
-    def labelled_terms(self, x: torch.Tensor, y: torch.Tensor,
-                       generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def labelled_terms(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                       rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """L(x, y) ("elbo"), its parts and log q(y|x) ("log_qy") for labelled points, (B,)."""
-        terms = self.labelled_elbo(x, y, generator)
+        terms = self.labelled_elbo(x, y, generator, rows)
         terms["log_qy"] = -F.cross_entropy(self.classifier_logits(x), y, reduction="none")
         return terms
 
-    def unlabelled_terms(self, x: torch.Tensor,
-                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def unlabelled_terms(self, x: torch.Tensor, generator: torch.Generator | None,
+                         rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """L_u(x) ("elbo") and its parts, (B,), and the logits of q(y|.) ("qy_logits", (B, K))
         that the marginal KL and the merge guard act on."""
         logits = self.classifier_logits(x)
-        terms = self.unlabelled_elbo(x, generator, logits)
+        terms = self.unlabelled_elbo(x, generator, logits, rows)
         terms["qy_logits"] = logits
         return terms
 
     def assemble_loss(self, labelled: dict[str, torch.Tensor] | None,
                       unlabelled: dict[str, torch.Tensor] | None,
-                      guard: GuardState | None) -> LossOutput:
-        """The loss of objective (11) from the two parts' terms, and the logged batch means."""
+                      guard: GuardState | None, means: BatchMeans | None = None) -> LossOutput:
+        """The loss of objective (11) from the two parts' terms, and the logged batch means
+        (`means`: over the global batch of a DDP run; None: this batch)."""
         cfg = self.objective
+        means = means or BatchMeans(None)
         loss = torch.zeros((), device=self.log_prior.device)
         logged: dict[str, torch.Tensor] = {}
         if labelled is not None:
-            loss = loss - (labelled["elbo"] + cfg.alpha * labelled["log_qy"]).mean()
-            logged["elbo_l"] = labelled["elbo"].mean()
-            logged["ce_l"] = -labelled["log_qy"].mean()
+            loss = loss - means.mean(labelled["elbo"] + cfg.alpha * labelled["log_qy"], "labelled")
+            logged["elbo_l"] = means.logged("elbo_l", labelled["elbo"], "labelled")
+            logged["ce_l"] = means.logged("ce_l", -labelled["log_qy"], "labelled")
         if unlabelled is not None:
             logits = unlabelled["qy_logits"]
-            loss = loss - unlabelled["elbo"].mean()
+            loss = loss - means.mean(unlabelled["elbo"], "unlabelled")
             if cfg.marginal_kl:
-                marginal = losses.marginal_kl(logits, self.log_prior)
+                marginal = losses.categorical_kl(means.log_mean_probs(logits, "unlabelled"),
+                                                 self.log_prior)
                 loss = loss + cfg.marginal_kl * marginal
                 logged["marginal_kl_u"] = marginal
             if guard is not None:  # logged every step (0 while off): one set of keys
                 penalty = share_penalty(logits, guard.multipliers, guard.targets,
-                                        cfg.labelled_share_cap)
+                                        cfg.labelled_share_cap, means.mean_fn("unlabelled"))
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
-            logged["elbo_u"] = unlabelled["elbo"].mean()
-            for name in self.logged_terms:
-                logged[f"{name}_u"] = unlabelled[name].mean()
+            for name in ("elbo", *self.logged_terms):
+                logged[f"{name}_u"] = means.logged(f"{name}_u", unlabelled[name], "unlabelled")
         logged["loss"] = loss
-        return LossOutput(loss, {k: v.detach() for k, v in logged.items()})
+        return LossOutput(loss, means.finish({k: v.detach() for k, v in logged.items()}))
 
     # -- shared parts ------------------------------------------------------------------------
     def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,18 +249,19 @@ class QyQzModel(ElboModel):
         self.qz_trunk = ConditionalTrunk(config.input_dim, k, h)
         self.qz_head = GaussianHead(h, config.latent_dim)
 
-    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
-                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                      rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """Per-example L(x, y) and its parts for observed labels y (B,) -> named (B,) tensors."""
         onehot = F.one_hot(y, self.config.n_components).to(x.dtype).unsqueeze(1)  # (B, 1, K)
         terms = {k: v.squeeze(1) for k, v in self.elbo_terms(x.unsqueeze(1), onehot,
                                                              self.objective.kl,
-                                                             generator).items()}
+                                                             generator, rows).items()}
         terms["elbo"] = terms["recon"] - terms["kl_z"] + terms["log_py"]
         return terms
 
     def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
-                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        logits: torch.Tensor | None = None,
+                        rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """Per-example L_u(x) = E_q(y|x)[L(x,y)] + H[q(y|x)] and its parts -> named (B,).
 
         `logits` of q(y|x) may be passed in when the caller needs them too.
@@ -259,10 +272,10 @@ class QyQzModel(ElboModel):
         x3 = x.unsqueeze(1)  # (B, 1, D): broadcast over the label settings, computed once
 
         def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:
-            return self.elbo_terms(x3, y, cfg.kl, generator)
+            return self.elbo_terms(x3, y, cfg.kl, generator, rows)
 
         terms = losses.expectation_over_y(terms_for, logits, cfg.y_estimator,
-                                          cfg.gumbel_temperature, generator)
+                                          cfg.gumbel_temperature, generator, rows)
         entropy = losses.categorical_entropy(logits)
         terms["kl_y"] = -(terms["log_py"] + entropy)  # KL(q(y|x) || p(y)) when enumerating
         terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
@@ -278,25 +291,27 @@ class QyQzModel(ElboModel):
         y: torch.Tensor,
         kl: str = "analytic",
         generator: torch.Generator | None = None,
+        rows: losses.Rows = None,
     ) -> dict[str, torch.Tensor]:
         """Named terms of the labelled ELBO L(x, y) for x (B, 1, D) and one-hot y (B, E, K).
 
         L(x,y) = E_q(z|x,y)[log p(x|.)] - KL(q(z|x,y) || p(z|y)) + log p(y), each (B, E).
         The KL is analytic, or the one-sample estimate log q(z) - log p(z|y) at the same z.
         """
-        z, kl_z = self.latent_terms(x, y, kl, generator)
+        z, kl_z = self.latent_terms(x, y, kl, generator, rows)
         recon = self.log_likelihood(x, self.decoder_output(z, y))
         log_py = (y * self.log_prior).sum(-1)
         return {"recon": recon, "kl_z": kl_z, "log_py": log_py}
 
     def latent_terms(
-        self, x: torch.Tensor, y: torch.Tensor, kl: str, generator: torch.Generator | None
+        self, x: torch.Tensor, y: torch.Tensor, kl: str, generator: torch.Generator | None,
+        rows: losses.Rows = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A draw z ~ q(z|x,y), (B, E, Z), and KL(q(z|x,y) || p(z|y)), (B, E): analytic, or
         the one-sample estimate log q(z) - log p(z|y) at that z. `x` is whatever the encoder
         q(z|.) reads (B, 1, .), one-hot y (B, E, K)."""
         q_mean, q_logvar = self.posterior_z(x, y)
-        z = losses.sample_normal(q_mean, q_logvar, generator)
+        z = losses.sample_normal(q_mean, q_logvar, generator, rows)
         p_mean, p_logvar = self.prior_z(y)
         if kl == "analytic":
             kl_z = losses.kl_normal_diag(q_mean, q_logvar, p_mean, p_logvar)

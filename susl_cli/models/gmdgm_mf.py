@@ -48,12 +48,12 @@ class GMDGMMeanField(MixtureGenerative):
         mean, logvar = self.qz_encoder(x).chunk(2, dim=-1)
         return mean, logvar
 
-    def shared_terms(self, x: torch.Tensor,
-                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def shared_terms(self, x: torch.Tensor, generator: torch.Generator | None,
+                     rows: losses.Rows = None) -> tuple[torch.Tensor, torch.Tensor]:
         """recon = log p(x|z) at one z ~ q(z|x), (B,), and KL(q(z|x) || p(z|y)) for every
         component y, (B, K): analytic, or log q(z|x) - log p(z|y) at that z (`--kl sampled`)."""
         q_mean, q_logvar = self.posterior_z(x)  # (B, Z)
-        z = losses.sample_normal(q_mean, q_logvar, generator)
+        z = losses.sample_normal(q_mean, q_logvar, generator, rows)
         recon = self.log_likelihood(x, self.decoder(z))  # p(x|z): one pass, no y
         p_mean, p_logvar = self.component_mean, self.component_logvar  # (K, Z)
         if self.objective.kl == "analytic":
@@ -64,21 +64,22 @@ class GMDGMMeanField(MixtureGenerative):
                     - losses.log_normal_diag(z.unsqueeze(1), p_mean, p_logvar))
         return recon, kl_z  # (B,), (B, K)
 
-    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor,
-                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def labelled_elbo(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                      rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """L(x, y) and its parts for observed labels y (B,): named (B,) tensors."""
-        recon, kl_all = self.shared_terms(x, generator)
+        recon, kl_all = self.shared_terms(x, generator, rows)
         kl_z = kl_all.gather(1, y.unsqueeze(1)).squeeze(1)
         log_py = self.log_prior[y]
         return {"recon": recon, "kl_z": kl_z, "log_py": log_py,
                 "elbo": recon - kl_z + log_py}
 
     def unlabelled_elbo(self, x: torch.Tensor, generator: torch.Generator | None,
-                        logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        logits: torch.Tensor | None = None,
+                        rows: losses.Rows = None) -> dict[str, torch.Tensor]:
         """L_u(x) and its parts, the sum over y always exact (module docstring): named (B,)."""
         if logits is None:
             logits = self.classifier_logits(x)
-        recon, kl_all = self.shared_terms(x, generator)
+        recon, kl_all = self.shared_terms(x, generator, rows)
 
         def terms_for(y: torch.Tensor) -> dict[str, torch.Tensor]:  # y (B, K, K) -> (B, K)
             return {"kl_z": (y * kl_all.unsqueeze(1)).sum(-1),

@@ -51,7 +51,7 @@ def onehot(labels: torch.Tensor, dtype: torch.dtype = DT) -> torch.Tensor:
 @pytest.fixture
 def z_at_mean(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make q(z|x,y) sampling deterministic: z is its mean."""
-    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator: mean)
+    monkeypatch.setattr(losses, "sample_normal", lambda mean, logvar, generator, rows=None: mean)
 
 
 # -- registry --------------------------------------------------------------------------------
