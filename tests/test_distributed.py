@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import _write_tiny_npz
 from typer.testing import CliRunner
 
 from susl_cli.cli import app
@@ -26,6 +25,7 @@ from susl_cli.distributed import World, check_batch_sizes, world_from_env
 from susl_cli.errors import ConfigError, UsageError
 from susl_cli.models.shard import rows_of
 from susl_cli.runs import load_model
+from tests.conftest import _write_tiny_npz
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
