@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from susl_cli.cli.train_command import LABELLED_SHARE_WARNING
+from susl_cli.cli.train_summary import LABELLED_SHARE_WARNING
 from susl_cli.config import ObjectiveConfig
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset

@@ -87,12 +87,12 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
 
 def test_preset_paper_keeps_the_papers_objective_and_components(small_mask, tmp_path, runner,
                                                                 monkeypatch):
-    import susl_cli.train as train_module
+    import susl_cli.run_setup as run_setup
     from susl_cli.config import PAPER_PRESETS, Preset
 
     # the tiny user file borrows a Table A.1 entry so that --preset paper applies to it
     monkeypatch.setitem(PAPER_PRESETS, "small.npz", Preset(5, 16, 32, 1e-3))
-    monkeypatch.setattr(train_module, "PAPER_PRESETS", PAPER_PRESETS)
+    monkeypatch.setattr(run_setup, "PAPER_PRESETS", PAPER_PRESETS)
     out = tmp_path / "paper.h5"
     result = runner.invoke(app, ["train", str(small_mask), "--epochs", "1", "--preset", "paper",
                                  "--out", str(out), "--json", "--device", "cpu"])

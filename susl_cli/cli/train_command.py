@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from susl_cli.cli.common import (
     DEVICE_OPTION,
@@ -21,7 +20,7 @@ from susl_cli.cli.common import (
     app,
     handle_errors,
 )
-from susl_cli.cli.data_commands import INFO_HANDLERS
+from susl_cli.cli.train_summary import run_summary, summary_table
 from susl_cli.config import (
     GAUSSIAN_SIGMA_RANGE,
     ModelConfig,
@@ -29,12 +28,11 @@ from susl_cli.config import (
     ObjectiveConfig,
     TrainConfig,
 )
-from susl_cli.console import discovered_classes_text, make_progress, stdout_console
+from susl_cli.console import make_progress, stdout_console
 from susl_cli.cpu_tuning import tune_cpu_for
 from susl_cli.discover import DiscoveryOptions
 from susl_cli.distributed import (
     DEFAULT_TIMEOUT_S,
-    World,
     check_batch_sizes,
     join,
     leave,
@@ -42,9 +40,8 @@ from susl_cli.distributed import (
 )
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
-from susl_cli.runs import ModelOptions, Run, parse_model_options, resolve_device
+from susl_cli.runs import ModelOptions, parse_model_options, resolve_device
 from susl_cli.storage.checkpoint import read_checkpoint_meta
-from susl_cli.storage.h5 import KIND_CHECKPOINT
 from susl_cli.train import train_mask_file, training_device
 
 
@@ -265,11 +262,11 @@ def train(
     observer.close()
     if not world.is_main:
         return
-    summary = _summary(run, out, world)
+    summary = run_summary(run, out, world)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        stdout_console().print(_summary_table(summary))
+        stdout_console().print(summary_table(summary))
 
 
 def _check_epochs_on_resume(out: Path, epochs: int) -> str:
@@ -289,139 +286,3 @@ def _check_epochs_on_resume(out: Path, epochs: int) -> str:
     return (f"extending a finished {done}-epoch run to {epochs} epochs: warm restart, the "
             f"learning rate restarts at {lr:g} and decays along a new cosine over the "
             f"{epochs - done} added epochs")
-
-
-def _summary(run: Run, out: Path, world: World | None = None) -> dict:
-    last = {k: v[-1] for k, v in run.history.items() if v}
-    n = world.size if world is not None else 1
-    tc = run.train_config
-    return {
-        "processes": n, "backend": world.backend if world is not None else None,
-        "batch_size": tc.batch_size, "labelled_batch_size": tc.labelled_batch_size,
-        "batch_size_per_process": tc.batch_size // n,
-        "labelled_batch_size_per_process": tc.labelled_batch_size // n,
-        "learning_rate": tc.learning_rate,
-        "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
-        "n_components": run.model_config.n_components, "seed": run.train_config.seed,
-        "marginal_kl": run.model.objective.marginal_kl,
-        "lr_schedule": run.train_config.lr_schedule,
-        "lr_cycle_start": run.train_config.lr_cycle_start,
-        "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                  for k, v in last.items()},
-        "total_seconds": float(sum(run.history.get("seconds", []))),
-        "label_source": run.meta.label_source,
-        "discovery": run.meta.discovery,
-        "chosen": list(run.meta.auto_choice or []),
-    }
-
-
-def _marginal_kl_hint(marginal_kl: float) -> str:
-    """The next thing to try: --marginal-kl 1, or (already on) a longer run or a higher weight."""
-    if marginal_kl > 0:
-        return f"already trained with --marginal-kl {marginal_kl:g}: train longer or raise it"
-    return "try --marginal-kl 1"
-
-
-def _components_used_text(used: float | None, n_components: int, marginal_kl: float = 0.0
-                          ) -> str:
-    """k of K on the unlabelled training points, with a hint when most lie idle."""
-    if used is None:
-        return "n/a"
-    text = f"{used:.0f} of {n_components} (argmax q(y|x) on unlabelled training points)"
-    if used < n_components / 4:
-        text += f"; many idle: {_marginal_kl_hint(marginal_kl)}"
-    return text
-
-
-# Healthy MNIST SUS runs measured 1.04-1.06; a run whose labelled 4s had absorbed the hidden
-# 9s measured 1.47 (README "Choices").
-LABELLED_SHARE_WARNING = 1.25
-
-
-def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
-    """The largest labelled component's share of the training points over its prior share."""
-    if ratio is None:
-        return "n/a (no labelled class)"
-    text = f"{ratio:.2f}x its prior share (largest over labelled components)"
-    if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try the merge guard "
-                 f"(--labelled-share-cap 1.15); {_marginal_kl_hint(marginal_kl)}")
-    return text
-
-
-def _schedule_text(s: dict) -> str:
-    if s["lr_schedule"] != "cosine":
-        return s["lr_schedule"]
-    if s["lr_cycle_start"]:
-        return (f"cosine to 0 over epochs 1-{s['lr_cycle_start']}, then a warm restart: a new "
-                f"cosine over epochs {s['lr_cycle_start'] + 1}-{s['epochs']}")
-    return f"cosine to 0 over {s['epochs']} epochs"
-
-
-def _processes_rows(s: dict) -> list[tuple[str, str]]:
-    """Under torchrun: the processes, and the batch per process and globally (the learning
-    rate is the one-process rate: the global batch is the batch one process would take)."""
-    if s["processes"] == 1:
-        return []
-    n = s["processes"]
-    return [("processes", f"{n} (torchrun, DDP over {s['backend']})"),
-            ("batch per step", f"global {s['batch_size']} unlabelled + "
-             f"{s['labelled_batch_size']} labelled = {s['batch_size_per_process']} + "
-             f"{s['labelled_batch_size_per_process']} per process; the global batch equals "
-             "the one-process batch, so the learning rate is unchanged")]
-
-
-def _summary_table(s: dict) -> Table:
-    table = Table(title="susl train", show_header=False)
-    final = s["final"]
-    acc = final.get("train_labelled_acc")
-    rows = [("checkpoint", s["checkpoint"]), ("model", s["model"]),
-            ("components K", str(s["n_components"])),
-            ("components used", _components_used_text(final.get("components_used"),
-                                                      s["n_components"], s["marginal_kl"])),
-            ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"),
-                                                    s["marginal_kl"])),
-            ("new classes", discovered_classes_text(s.get("discovery"))),
-            ("epochs", str(s["epochs"])),
-            *_processes_rows(s),
-            ("learning rate", f"{s['learning_rate']:g}, {_schedule_text(s)}"),
-            ("final loss", f"{final.get('loss', float('nan')):.3f}"),
-            ("labelled-train accuracy", "n/a" if acc is None else f"{100 * acc:.1f}%"),
-            ("throughput", f"{final.get('samples_per_s', 0):.0f} samples/s"),
-            ("training time", f"{s['total_seconds']:.1f} s"),
-            ("chosen for you", "\n".join(s["chosen"]) or "nothing (preset or your options)"),
-            ("next", f"susl evaluate {s['checkpoint']}")]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
-def _describe_checkpoint(path: Path) -> dict:
-    meta = read_checkpoint_meta(path)
-    return {"file": str(path), "kind": "checkpoint", **meta}
-
-
-def _checkpoint_table(s: dict) -> Table:
-    table = Table(title="checkpoint", show_header=False)
-    mc, tc = s.get("model_config", {}), s.get("train_config", {})
-    rows = [
-        ("file", s["file"]), ("model", s.get("model", "?")),
-        ("trained on", f"{s.get('mask_file')} ({s.get('dataset')}, {s.get('regime')})"),
-        ("mask sha256", f"{str(s.get('mask_sha256', ''))[:16]}..."),
-        ("epochs", f"{s.get('epoch')} of {tc.get('epochs')}"
-                   + (" (finished)" if s.get("completed") else " (resumable)")),
-        ("components K", f"{mc.get('n_components')} ({mc.get('n_labelled')} labelled)"),
-        ("new classes", discovered_classes_text(s.get("discovery"))),
-        ("latent / hidden", f"{mc.get('latent_dim')} / {mc.get('hidden_units')}"),
-        ("likelihood", str(mc.get("likelihood"))),
-        ("input features", str(mc.get("input_features", "raw"))), ("seed", str(s.get("seed"))),
-        ("processes", str(s.get("world_size") or "1 (not recorded)")
-         + ("" if (s.get("world_size") or 1) == 1 else " (torchrun, DDP)")),
-        ("susl version", str(s.get("susl_version"))),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
-INFO_HANDLERS[KIND_CHECKPOINT] = (_describe_checkpoint, _checkpoint_table)

@@ -185,7 +185,7 @@ def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_ma
 
 
 def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
-    from susl_cli.cli.train_command import LABELLED_SHARE_WARNING, _labelled_share_text
+    from susl_cli.cli.train_summary import LABELLED_SHARE_WARNING, _labelled_share_text
     from susl_cli.diagnostics import assignment_counts, largest_labelled_share_ratio
     from susl_cli.storage.masked import read_masked_dataset
     from susl_cli.train import prepare_data
@@ -210,7 +210,7 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(t
 
 
 def test_idle_components_hint_respects_the_runs_own_marginal_kl():
-    from susl_cli.cli.train_command import _components_used_text
+    from susl_cli.cli.train_summary import _components_used_text
 
     assert "try --marginal-kl 1" in _components_used_text(2, 45)
     assert "try --marginal-kl 1" not in _components_used_text(2, 45, marginal_kl=1.0)
