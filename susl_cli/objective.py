@@ -17,7 +17,7 @@ from susl_cli.config import PRIOR_MIN, TrainConfig
 from susl_cli.errors import ConfigError
 from susl_cli.losses import categorical_entropy, expectation_over_y
 from susl_cli.models.base import SuslModel
-from susl_cli.share_guard import share_penalty
+from susl_cli.share_guard import ShareGuard
 
 
 @dataclass
@@ -73,12 +73,12 @@ def training_loss(
     x_unlabelled: torch.Tensor | None,
     config: TrainConfig,
     generator: torch.Generator | None = None,
-    share_guard: tuple[torch.Tensor, torch.Tensor] | None = None,
+    share_guard: ShareGuard | None = None,
 ) -> LossOutput:
     """Negative of objective (11) on one labelled and one unlabelled batch (either may be None).
 
-    `share_guard` = (multipliers, unlabelled targets), both (n_labelled,): the merge guard's
-    penalty (susl_cli/share_guard.py) added on the unlabelled batch; None or all-zero = off.
+    `share_guard`: the merge guard (susl_cli/share_guard.py), whose penalty is added on the
+    unlabelled batch; None or all-zero multipliers = off.
     """
     loss = torch.zeros((), device=model.log_prior.device)
     logged: dict[str, torch.Tensor] = {}
@@ -99,7 +99,7 @@ def training_loss(
             loss = loss + config.marginal_kl * marginal
             logged["marginal_kl_u"] = marginal
         if share_guard is not None:  # logged every step (0 while off): one set of keys
-            penalty = share_penalty(logits, *share_guard, config.labelled_share_cap)
+            penalty = share_guard.penalty(logits)
             loss = loss + penalty
             logged["share_penalty_u"] = penalty
         logged["elbo_u"] = unl["elbo"].mean()

@@ -31,7 +31,8 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.share_guard import component_share_ratios, unlabelled_targets, update_multipliers
+from susl_cli.share_guard import ShareGuard, component_share_ratios, unlabelled_targets
+from susl_cli.split_moves import split_moves
 from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
@@ -158,12 +159,14 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         record["components_used"] = float(components_used(labelled, unlabelled))
         record["labelled_share_ratio"] = largest_labelled_share_ratio(
             labelled, unlabelled, run.model_config.prior, run.model_config.n_labelled)
-        if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
-            ratios = component_share_ratios(labelled, unlabelled, run.model_config.prior,
-                                            run.model_config.n_labelled)
-            run.meta["share_multipliers"] = update_multipliers(
-                _multipliers(run), ratios, config.labelled_share_cap)
-            record["share_multiplier_max"] = max(run.meta["share_multipliers"])
+        if _guarded(run, data):  # the merge guard (susl_cli/share_guard.py, split_moves.py)
+            record["share_multiplier_max"] = max(_multipliers(run))
+            import os
+            if not os.environ.get("SUSL_NO_SPLIT"): record["split_moves"] = float(len(split_moves(
+                run.model, run.optimizer, data.x_labelled, data.y_labelled, data.x_unlabelled,
+                component_share_ratios(labelled, unlabelled, run.model_config.prior,
+                                       run.model_config.n_labelled),
+                labelled + unlabelled, config.labelled_share_cap)))
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -252,8 +255,8 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
     guard = None
     if _guarded(run, data):
-        guard = (torch.tensor(_multipliers(run), dtype=data.x_unlabelled.dtype, device=device),
-                 data.share_targets)
+        guard = ShareGuard(data.share_targets, config.labelled_share_cap, _multipliers(run),
+                           run.meta.get("share_average"))
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
@@ -271,12 +274,16 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
         run.optimizer.step()
+        if guard is not None:
+            guard.step()  # the dual step, every optimisation step
         names = list(out.terms)
         sums = sums + torch.stack(list(out.terms.values()))  # no host-device sync per step
         observer.steps_done(1)
         if time.perf_counter() - reported > RUNNING_LOSS_SECONDS and "loss" in names:
             observer.running_loss(float(sums[names.index("loss")]) / step)
             reported = time.perf_counter()
+    if guard is not None:
+        run.meta.update(guard.state())
     n_steps = max(len(batches_u), 1)
     totals = sums.tolist() if names else []  # one sync per epoch
     record = {k: v / n_steps for k, v in zip(names, totals, strict=True)}

@@ -22,10 +22,11 @@ from susl_cli.evaluate import predict_probs
 from susl_cli.runs import ModelOptions, load_model
 from susl_cli.share_guard import (
     LAMBDA_START,
+    STEP_GROWTH,
     component_share_ratios,
+    dual_step,
     share_penalty,
     unlabelled_targets,
-    update_multipliers,
 )
 from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import train_mask_file
@@ -74,10 +75,14 @@ def test_guard_undoes_a_hidden_class_merging_into_a_lookalike_labelled_one(tmp_p
     assert load_model(out).meta["share_multipliers"] == guarded.meta["share_multipliers"]
 
 
-def test_multipliers_double_above_the_cap_hold_inside_and_fall_below_the_prior():
-    assert update_multipliers([0.0, 0.0], np.array([1.3, 1.1]), cap=1.2) == [LAMBDA_START, 0.0]
-    assert update_multipliers([4.0, 4.0, 4.0], np.array([1.3, 1.1, 0.9]), 1.2) == [8.0, 4.0, 2.0]
-    assert update_multipliers([LAMBDA_START], np.array([0.5]), 1.2) == [0.0]
+def test_multipliers_grow_above_the_cap_hold_inside_and_fall_below_the_prior():
+    def step(multipliers, ratios):
+        return dual_step(torch.tensor(multipliers), torch.tensor(ratios), cap=1.2).tolist()
+
+    assert step([0.0, 0.0], [1.3, 1.1]) == [LAMBDA_START, 0.0]
+    assert step([4.0, 4.0, 4.0], [1.3, 1.1, 0.9]) == pytest.approx(
+        [4.0 * STEP_GROWTH, 4.0, 4.0 / STEP_GROWTH])
+    assert step([LAMBDA_START], [0.5]) == [0.0]
 
 
 def test_unlabelled_targets_remove_the_labelled_points_from_the_prior_share():
