@@ -31,8 +31,7 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.share_guard import ShareGuard, component_share_ratios, unlabelled_targets
-from susl_cli.split_moves import split_moves
+from susl_cli.share_guard import ShareGuard, unlabelled_targets
 from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
@@ -159,14 +158,8 @@ def fit(run: Run, data: TrainingData, out_path: Path,
         record["components_used"] = float(components_used(labelled, unlabelled))
         record["labelled_share_ratio"] = largest_labelled_share_ratio(
             labelled, unlabelled, run.model_config.prior, run.model_config.n_labelled)
-        if _guarded(run, data):  # the merge guard (susl_cli/share_guard.py, split_moves.py)
+        if _guarded(run, data):  # the merge guard (susl_cli/share_guard.py)
             record["share_multiplier_max"] = max(_multipliers(run))
-            import os
-            if not os.environ.get("SUSL_NO_SPLIT"): record["split_moves"] = float(len(split_moves(
-                run.model, run.optimizer, data.x_labelled, data.y_labelled, data.x_unlabelled,
-                component_share_ratios(labelled, unlabelled, run.model_config.prior,
-                                       run.model_config.n_labelled),
-                labelled + unlabelled, config.labelled_share_cap)))
         for key, value in record.items():
             # a key new since a resumed checkpoint was written: earlier epochs did not log it
             run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -482,7 +475,8 @@ def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptio
         # labels as given: classes nobody labelled may exist, so extra components are offered
         has_hidden = (bool(masked.hidden_classes) or not masked.labelled_classes
                       or masked.metadata.label_source == "as-given")
-        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components)
+        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components,
+                                bool(masked.labelled_classes))
         values = dict(choice.train)
         reasons = choice.reasons
         if choice.extra_components is not None:
