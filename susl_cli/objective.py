@@ -84,11 +84,9 @@ def training_loss(
     logged: dict[str, torch.Tensor] = {}
     if x_labelled is not None and y_labelled is not None:
         lab = labelled_elbo(model, x_labelled, y_labelled, config.kl, generator)
-        logits_l = model.classifier_logits(x_labelled)
-        log_qy = -F.cross_entropy(logits_l, y_labelled, reduction="none")
+        log_qy = -F.cross_entropy(model.classifier_logits(x_labelled), y_labelled,
+                                  reduction="none")
         loss = loss - (lab["elbo"] + config.alpha * log_qy).mean()
-        if share_guard is not None:  # the guard must not push the labels' evidence out too
-            loss = loss + share_guard.anchor(logits_l, y_labelled)
         logged["elbo_l"] = lab["elbo"].mean()
         logged["ce_l"] = -log_qy.mean()
     if x_unlabelled is not None:

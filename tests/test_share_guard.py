@@ -2,8 +2,8 @@
 
 The end-to-end test builds a tiny set where one hidden class is made to look like a labelled
 one (its centre a short step from labelled class 0's), trains the same run with the guard off
-and on, and checks that the guard brings the largest labelled share under the cap, moves the
-hidden class out of the labelled component and keeps the labelled class in it.
+and on, and checks that the guard brings the largest labelled share under the cap and moves
+the hidden class out of the labelled component.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from susl_cli.share_guard import (
     ShareGuard,
     component_share_ratios,
     dual_step,
-    labelled_anchor,
     share_penalty,
     unlabelled_targets,
 )
@@ -70,16 +69,17 @@ def test_guard_undoes_a_hidden_class_merging_into_a_lookalike_labelled_one(tmp_p
     assert after <= guarded.train_config.labelled_share_cap < before  # held under the cap
     assert max(guarded.history["share_multiplier_max"]) >= LAMBDA_START  # the guard did act
     assert "share_multiplier_max" not in unguarded.history
-    # the look-alike hidden class (true labels read here for scoring only) left component 0,
-    # and labelled class 0 stayed: the guard did not push the labels' evidence out with it
+    # the look-alike hidden class (true labels read here for scoring only) left component 0
     masked = read_masked_dataset(tmp_path / "mask.h5", with_true_labels=True)
     hidden, own = (masked.x_train[(masked.y_train_true == c) & (masked.y_observed < 0)]
                    for c in (2, 0))
     in_zero = [float((predict_probs(run, hidden).argmax(-1) == 0).mean())
                for run in (unguarded, guarded)]
     assert in_zero[0] > 0.5 > in_zero[1]
-    assert float((predict_probs(guarded, own).argmax(-1) == 0).mean()) > 0.5
-    assert guarded.history["train_labelled_acc"][-1] > 0.8
+    # the cost: the penalty cannot tell which points of c to push out, and part of labelled
+    # class 0 leaves with the hidden class (README "Choices"); the labelled classes stay learnt
+    assert float((predict_probs(guarded, own).argmax(-1) == 0).mean()) > 0.25
+    assert guarded.history["train_labelled_acc"][-1] > 0.6
     # the guard's state travels with the checkpoint, so a resumed run continues the schedule
     stored = load_model(out).meta
     for key in ("share_multipliers", "share_average"):
@@ -114,17 +114,6 @@ def test_guard_reacts_within_an_epoch_and_releases_below_the_prior_share():
     again = ShareGuard(targets, 1.15, **{"multipliers": guard.state()["share_multipliers"],
                                         "average": guard.state()["share_average"]})
     assert torch.equal(again.multipliers, guard.multipliers)
-
-
-def test_anchor_holds_labelled_points_of_guarded_components_only():
-    logits = torch.zeros(4, 5, requires_grad=True)
-    y = torch.tensor([0, 0, 1, 3])  # 3: an extra component's label (labels as given)
-    anchor = labelled_anchor(logits, y, torch.tensor([2.0, 0.0]))
-    anchor.backward()
-    assert anchor.item() > 0
-    assert (logits.grad[:2, 0] < 0).all()  # descent raises q(0|x) of the labelled 0s
-    assert (logits.grad[2:] == 0).all()  # unguarded or extra components: no force
-    assert labelled_anchor(logits, y, torch.zeros(2)).item() == 0
 
 
 def test_unlabelled_targets_remove_the_labelled_points_from_the_prior_share():
