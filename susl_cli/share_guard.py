@@ -35,7 +35,6 @@ LAMBDA_MAX = 1e4
 P_U_FLOOR = 1e-3  # a labelled class whose points are nearly all labelled still gets a target
 STEP_GROWTH = 1.05  # per step: x2 in ~14 steps, x100 in ~94 (HAR: 66 steps an epoch)
 EMA_DECAY = 0.9  # the soft ratio averaged over ~10 batches: one batch's noise does not act
-LEARNT = 0.9  # labelled-train accuracy from which the guard acts (see labels_learnt)
 SHARPEN = 0.25  # temperature of the share the guard measures and penalises (see soft_ratios)
 
 
@@ -100,29 +99,17 @@ def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torc
     return (multipliers * torch.relu(q_bar / targets - cap)).sum()
 
 
-def labels_learnt(labelled_accuracy: Sequence[float]) -> bool:
-    """Whether the guard acts in the next epoch: q(y|x) put >= LEARNT of the labelled
-    training points in their own components after the last one (`labelled_accuracy`, the
-    history so far; training labels only). Before that a labelled component is not yet its
-    class, and pushing mass out of it pushes the labelled points out too: on a 3,000-row
-    MNIST slice (6 epochs, 27 steps each, labelled-train accuracy 0.19 after epoch 1) a guard
-    acting from the first step left labelled-class test accuracy at 0.00 (0.86 without it).
-    """
-    return bool(labelled_accuracy) and labelled_accuracy[-1] >= LEARNT
-
-
 class ShareGuard:
     """The guard's state during training: multipliers and the moving average of the soft
     ratio, both (n_labelled,) device tensors, updated without a host sync.
 
-    `penalty(logits)` on each unlabelled batch, then `step()` after the optimiser step (both
-    do nothing while not `active`);
+    `penalty(logits)` on each unlabelled batch, then `step()` after the optimiser step;
     `state()` is what the checkpoint keeps so a resumed run continues the same schedule.
     """
 
     def __init__(self, targets: torch.Tensor, cap: float, multipliers: Sequence[float],
-                 average: Sequence[float] | None = None, active: bool = True) -> None:
-        self.targets, self.cap, self.active = targets, cap, active
+                 average: Sequence[float] | None = None) -> None:
+        self.targets, self.cap = targets, cap
         self.multipliers = torch.tensor(list(multipliers), dtype=targets.dtype,
                                         device=targets.device)
         self.average = None if not average else torch.tensor(
@@ -130,8 +117,6 @@ class ShareGuard:
         self._last: torch.Tensor | None = None
 
     def penalty(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.active:  # held: no force, no dual step (see labels_learnt)
-            return logits.new_zeros(())
         self._last = soft_ratios(logits, self.targets)
         return share_penalty(logits, self.multipliers, self.targets, self.cap)
 

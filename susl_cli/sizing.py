@@ -7,10 +7,6 @@ components used, 79.8% against KMeans' 97.6%; benchmarks/small_data.py). The rul
 
 - marginal KL weight 1 at every size: measured better or neutral on MNIST, Fashion-MNIST
   and HAR SUS, and the starved-component failure it prevents is worse on small data;
-- the merge guard at cap SHARE_CAP whenever classes are labelled and extra components are
-  offered (SUS, labels as given): on HAR with other labelled classes than the paper's, a
-  hidden class merged into a labelled component (share 3.06x, 52-57% majority accuracy),
-  and the guard holds the share near the cap (docs/results.md "Split robustness");
 - below SMALL_ROWS unlabelled points,
   - extra components: one per POINTS_PER_EXTRA unlabelled points, between 4 and 40;
   - batch size (unlabelled and labelled): N_u / 10, between 16 and 100, so an epoch has
@@ -33,7 +29,6 @@ MIN_BATCH, MAX_BATCH = 16, 100
 TARGET_STEPS = 3_000
 MAX_EPOCHS = 400  # the paper's length
 MARGINAL_KL = 1.0
-SHARE_CAP = 1.15  # under the train summary's warning level (1.25), over healthy runs' 1.02-1.06
 
 
 @dataclass(frozen=True)
@@ -46,21 +41,17 @@ class SizeChoice:
 
 
 def choose_by_size(n_unlabelled: int, has_hidden: bool, user_train: dict[str, object],
-                   user_extra: int | None, has_labelled: bool = True) -> SizeChoice:
+                   user_extra: int | None) -> SizeChoice:
     """The data-size rules above for a mask with `n_unlabelled` unlabelled training points.
 
     `has_hidden`: some component is offered to unlabelled classes (SUS or US), so the number
-    of extra components is ours to choose. `has_labelled`: some class carries labels.
+    of extra components is ours to choose.
     """
     train: dict[str, object] = {}
     reasons: list[str] = []
     if "marginal_kl" not in user_train:
         train["marginal_kl"] = MARGINAL_KL
         reasons.append(f"marginal KL {MARGINAL_KL:g}: keeps components in use (README Choices)")
-    if has_hidden and has_labelled and n_unlabelled and "labelled_share_cap" not in user_train:
-        train["labelled_share_cap"] = SHARE_CAP
-        reasons.append(f"merge guard at {SHARE_CAP:g}x: keeps hidden classes out of labelled "
-                       "components (README Choices)")
     extra = None
     if n_unlabelled >= SMALL_ROWS or n_unlabelled == 0:
         return SizeChoice(train, extra, tuple(reasons))

@@ -31,7 +31,7 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.share_guard import ShareGuard, labels_learnt, unlabelled_targets
+from susl_cli.share_guard import ShareGuard, unlabelled_targets
 from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
@@ -249,8 +249,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
     guard = None
     if _guarded(run, data):
         guard = ShareGuard(data.share_targets, config.labelled_share_cap, _multipliers(run),
-                           run.meta.get("share_average"),
-                           labels_learnt(run.history.get("train_labelled_acc", [])))
+                           run.meta.get("share_average"))
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
@@ -476,8 +475,7 @@ def _apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOptio
         # labels as given: classes nobody labelled may exist, so extra components are offered
         has_hidden = (bool(masked.hidden_classes) or not masked.labelled_classes
                       or masked.metadata.label_source == "as-given")
-        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components,
-                                bool(masked.labelled_classes))
+        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components)
         values = dict(choice.train)
         reasons = choice.reasons
         if choice.extra_components is not None:

@@ -18,7 +18,6 @@ from susl_cli.sizing import (
     MAX_EXTRA,
     MIN_BATCH,
     MIN_EXTRA,
-    SHARE_CAP,
     SMALL_ROWS,
     TARGET_STEPS,
     choose_by_size,
@@ -35,29 +34,16 @@ def test_small_data_gets_fewer_components_smaller_batches_and_enough_steps(n_unl
     steps_per_epoch = -(-n_unlabelled // batch)
     assert steps_per_epoch * epochs >= TARGET_STEPS or epochs == MAX_EPOCHS
     assert choice.train["marginal_kl"] == MARGINAL_KL
-    assert choice.train["labelled_share_cap"] == SHARE_CAP
-    assert len(choice.reasons) == 5 and all(str(n_unlabelled) in r for r in choice.reasons[2:])
+    assert len(choice.reasons) == 4 and all(str(n_unlabelled) in r for r in choice.reasons[1:])
 
 
-def test_large_data_keeps_the_paper_sizes_and_only_adds_the_marginal_kl_and_the_guard():
+def test_large_data_keeps_the_paper_sizes_and_only_adds_the_marginal_kl():
     choice = choose_by_size(SMALL_ROWS, has_hidden=True, user_train={}, user_extra=None)
-    assert choice.train == {"marginal_kl": MARGINAL_KL, "labelled_share_cap": SHARE_CAP}
-    assert choice.extra_components is None
-    assert any("merge guard" in r for r in choice.reasons)  # stated in the summary, with why
-
-
-def test_the_merge_guard_is_chosen_only_where_a_labelled_component_can_absorb_a_hidden_class():
-    def cap(**kwargs):
-        return choose_by_size(20_000, user_train={}, user_extra=None, **kwargs
-                              ).train.get("labelled_share_cap")
-
-    assert cap(has_hidden=True) == SHARE_CAP  # SUS, or labels as given
-    assert cap(has_hidden=False) is None  # semi-supervised: no extra component to merge into
-    assert cap(has_hidden=True, has_labelled=False) is None  # unsupervised: nothing labelled
+    assert choice.train == {"marginal_kl": MARGINAL_KL} and choice.extra_components is None
 
 
 def test_every_value_the_user_sets_wins():
-    user = {"marginal_kl": 0.0, "batch_size": 50, "epochs": 3, "labelled_share_cap": 0.0}
+    user = {"marginal_kl": 0.0, "batch_size": 50, "epochs": 3}
     choice = choose_by_size(500, has_hidden=True, user_train=user, user_extra=7)
     assert choice.extra_components is None
     assert choice.train == {} and choice.reasons == ()
@@ -91,10 +77,11 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
     assert summary["chosen"] == list(expected.reasons)
     run = load_model(out)
     assert run.model_config.n_components == 2 + expected.extra_components
-    assert run.train_config.labelled_share_cap == expected.train["labelled_share_cap"]
+    # the merge guard stays opt-in (README "Choices": it costs labelled accuracy early on)
+    assert run.train_config.labelled_share_cap == 0
     assert run.train_config.batch_size == expected.train["batch_size"]
     assert run.train_config.marginal_kl == MARGINAL_KL and run.train_config.epochs == 2
-    assert "chosen for you" not in result.output  # the table is not printed under --json
+    assert "merge guard" not in result.output  # the table is not printed under --json
     table = runner.invoke(app, ["train", str(small_mask), "--epochs", "1", "--out", str(out),
                                 "--overwrite", "--device", "cpu"], terminal_width=200)
     assert "chosen for you" in table.output and "extra components" in table.output
