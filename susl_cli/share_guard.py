@@ -14,13 +14,14 @@ each unlabelled batch,
 q_bar the batch mean of q(y|x), p_u(c) the share of the *unlabelled* points expected in c
 ((p(y=c) N - labelled count of c) / N_u). The multipliers start at 0 (the plain objective)
 and take one dual step per optimisation step (ShareGuard.step), driven by an exponential
-moving average of the batches' soft ratio q_bar(c) / p_u(c): multiplied by STEP_GROWTH while
+moving average of the batches' ratio q_bar(c) / p_u(c), q sharpened to temperature SHARPEN
+(a differentiable stand-in for the argmax share; see soft_ratios): multiplied by STEP_GROWTH while
 the average is above the cap (from LAMBDA_START the first time), held while it lies in
 [1, cap], divided by STEP_GROWTH while c holds less than its expected share, back to 0 below
 LAMBDA_START. Measured on HAR split 1,3,5 (docs/results.md "Split robustness"): the first
 version, doubling once per epoch from argmax counts, needed more epochs than a 10-epoch run
-has, and the share stayed at 3.06x. A healthy run (ratios 1.04-1.06 on MNIST SUS) never
-switches it on.
+has, and the share stayed at 3.06x. On a healthy run (HAR split 0-2) it acts in the first
+epochs, while the labelled components still hold too much, and is back to 0 by epoch 5.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def share_penalty(logits: torch.Tensor, multipliers: torch.Tensor, targets: torc
 
 
 class ShareGuard:
-    """The guard's state during training: multipliers and the moving average of the soft
-    ratio, both (n_labelled,) device tensors, updated without a host sync.
+    """The guard's state during training: multipliers and the moving average of the
+    sharpened share ratio, both (n_labelled,) device tensors, updated without a host sync.
 
     `penalty(logits)` on each unlabelled batch, then `step()` after the optimiser step;
     `state()` is what the checkpoint keeps so a resumed run continues the same schedule.
