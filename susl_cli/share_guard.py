@@ -36,6 +36,7 @@ LAMBDA_MAX = 1e4
 P_U_FLOOR = 1e-3  # a labelled class whose points are nearly all labelled still gets a target
 STEP_GROWTH = 1.05  # per step: x2 in ~14 steps, x100 in ~94 (HAR: 66 steps an epoch)
 EMA_DECAY = 0.9  # the soft ratio averaged over ~10 batches: one batch's noise does not act
+WARMUP_EPOCHS = 1  # epochs before the guard acts (see ShareGuard)
 SHARPEN = 0.25  # temperature of the share the guard measures and penalises (see soft_ratios)
 
 

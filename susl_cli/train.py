@@ -31,7 +31,7 @@ from susl_cli.discovery_runs import discover_run, store_discovery
 from susl_cli.errors import ConfigError, OutputError, SuslError, TrainingError, UsageError
 from susl_cli.objective import training_loss
 from susl_cli.runs import ModelOptions, Run, load_model, new_run, resolve_device, save_run
-from susl_cli.share_guard import ShareGuard, unlabelled_targets
+from susl_cli.share_guard import WARMUP_EPOCHS, ShareGuard, unlabelled_targets
 from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
@@ -247,7 +247,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer) -> dict[str, 
                                           generator, device)
     observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
     guard = None
-    if _guarded(run, data):
+    if _guarded(run, data) and run.epoch >= WARMUP_EPOCHS:
         guard = ShareGuard(data.share_targets, config.labelled_share_cap, _multipliers(run),
                            run.meta.get("share_average"))
     model.train()
