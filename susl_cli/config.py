@@ -125,7 +125,7 @@ class ObjectiveConfig:
     # than this multiple of its prior share of the training points, a penalty with a growing
     # multiplier pushes unlabelled mass out of it to the extra components. 0 = off, the
     # default: measured on a 3,000-row MNIST slice (6 epochs) a cap of 1.15 cost labelled-class
-    # accuracy (0.86 -> 0.63), because early in training labelled components hold nearly
+    # accuracy (0.86 -> 0.00), because early in training labelled components hold nearly
     # everything; on a synthetic look-alike set it undoes a merge (tests/test_share_guard.py).
     labelled_share_cap: float = 0.0
 

@@ -41,6 +41,7 @@ class RunMeta:
                                                 # run was never saved yet)
     discovery: dict[str, Any] | None = None     # discover.Discovery.to_json(), once stored
     share_multipliers: list[float] | None = None  # the merge guard's state, once started
+    share_average: list[float] | None = None    # ... and its moving average of the share
     auto_choice: list[str] | None = None        # settings chosen by data size, and why
     world_size: int | None = None               # processes of the last training session
                                                 # (torchrun; None: not recorded, one)
@@ -67,7 +68,8 @@ class RunMeta:
         only once set), plus the unknown keys read from the file."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "unknown"}
-        for name in ("discovery", "share_multipliers", "auto_choice", "world_size"):
+        for name in ("discovery", "share_multipliers", "share_average", "auto_choice",
+                     "world_size"):
             if data[name] is None:
                 del data[name]
         return {**self.unknown, **data}
@@ -79,6 +81,7 @@ class RunMeta:
         known = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
         unknown = {k: v for k, v in data.items() if k not in known and k not in CHECKPOINT_KEYS}
         multipliers = data.get("share_multipliers")
+        average = data.get("share_average")
         discovery = data.get("discovery")
         return cls(
             mask_file=_text(data["mask_file"]), mask_sha256=_text(data["mask_sha256"]),
@@ -96,6 +99,7 @@ class RunMeta:
             discovery=dict(discovery) if isinstance(discovery, Mapping) else None,
             share_multipliers=(None if multipliers is None
                                else [float(m) for m in multipliers]),
+            share_average=None if average is None else [float(a) for a in average],
             auto_choice=None if data.get("auto_choice") is None else list(data["auto_choice"]),
             world_size=None if data.get("world_size") is None else int(data["world_size"]),
             unknown=unknown,

@@ -43,7 +43,7 @@ from susl_cli.errors import OutputError, SuslError, TrainingError
 from susl_cli.models import Batch, GuardState
 from susl_cli.run_setup import prepare_run
 from susl_cli.runs import ModelOptions, Run, resolve_device, save_run
-from susl_cli.share_guard import component_share_ratios, update_multipliers
+from susl_cli.share_guard import WARMUP_EPOCHS, ShareGuard
 from susl_cli.training_data import (
     TrainingData,
     batch_indices,
@@ -200,11 +200,8 @@ def _finish_epoch(run: Run, data: TrainingData, record: dict[str, float]) -> Non
     record["components_used"] = float(components_used(labelled, unlabelled))
     record["labelled_share_ratio"] = largest_labelled_share_ratio(
         labelled, unlabelled, mc.prior, mc.n_labelled)
-    if _guarded(run, data):  # the merge guard's dual step (susl_cli/share_guard.py)
-        ratios = component_share_ratios(labelled, unlabelled, mc.prior, mc.n_labelled)
-        run.meta.share_multipliers = update_multipliers(
-            _multipliers(run), ratios, model.objective.labelled_share_cap)
-        record["share_multiplier_max"] = max(run.meta.share_multipliers)
+    if _guarded(run, data):  # the merge guard steps with the optimiser (_train_epoch)
+        record["share_multiplier_max"] = max(_multipliers(run))
     for key, value in record.items():
         # a key new since a resumed checkpoint was written: earlier epochs did not log it
         run.history.setdefault(key, [math.nan] * (run.epoch - 1)).append(value)
@@ -284,10 +281,12 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer,
     batches_u, batches_l = batch_indices(data, config.batch_size, config.labelled_batch_size,
                                           generator, device)
     observer.epoch_started(run.epoch + 1, config.epochs, len(batches_u))
-    guard = None
-    if _guarded(run, data):
-        guard = GuardState(torch.tensor(_multipliers(run), dtype=data.x_unlabelled.dtype,
-                                        device=device), data.share_targets)
+    guard, view = None, None
+    if _guarded(run, data) and run.epoch >= WARMUP_EPOCHS:  # dual step every step
+        guard = ShareGuard(data.share_targets, model.objective.labelled_share_cap,
+                           _multipliers(run), run.meta.share_average)
+    elif _guarded(run, data):  # warm-up: the penalty is logged (0), nothing measured or pushed
+        view = GuardState(torch.zeros_like(data.share_targets), data.share_targets)
     model.train()
     names: list[str] = []
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
@@ -299,7 +298,9 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer,
         if idx_l is not None:
             x_l = maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
             y_l = data.y_labelled[idx_l]
-        batch = Batch(x_l, y_l, x_u, generator, guard)
+        if guard is not None:
+            view = GuardState(guard.multipliers, guard.targets, guard.observed)
+        batch = Batch(x_l, y_l, x_u, generator, view)
         out = net(shard_batch(batch, world.rank, world.size) if world.distributed else batch)
         run.optimizer.zero_grad(set_to_none=True)
         # Under DDP each process's gradient is its part of the global batch's gradient
@@ -308,12 +309,18 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer,
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
         run.optimizer.step()
+        if guard is not None:
+            guard.step()  # the dual step, from the ratios this step's objective measured
         names = list(out.terms)
         sums = sums + torch.stack(list(out.terms.values()))  # no host-device sync per step
         observer.steps_done(1)
         if time.perf_counter() - reported > RUNNING_LOSS_SECONDS and "loss" in names:
             observer.running_loss(float(sums[names.index("loss")]) / step)
             reported = time.perf_counter()
+    if guard is not None:
+        state = guard.state()
+        run.meta.share_multipliers = state["share_multipliers"]
+        run.meta.share_average = state["share_average"] or None
     n_steps = max(len(batches_u), 1)
     totals = sums.tolist() if names else []  # one sync per epoch
     record = {k: v / n_steps for k, v in zip(names, totals, strict=True)}

@@ -77,6 +77,8 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
     assert summary["chosen"] == list(expected.reasons)
     run = load_model(out)
     assert run.model_config.n_components == 2 + expected.extra_components
+    # the merge guard stays opt-in (README "Choices": it costs labelled accuracy early on)
+    assert run.model.objective.labelled_share_cap == 0
     assert run.train_config.batch_size == expected.train["batch_size"]
     assert run.model.objective.marginal_kl == MARGINAL_KL and run.train_config.epochs == 2
     assert "merge guard" not in result.output  # the table is not printed under --json

@@ -30,6 +30,7 @@ def run_summary(run: Run, out: Path, world: World | None = None) -> dict:
         "checkpoint": str(out), "model": run.model_config.model, "epochs": run.epoch,
         "n_components": run.model_config.n_components, "seed": run.train_config.seed,
         "marginal_kl": run.model.objective.marginal_kl,
+        "labelled_share_cap": run.model.objective.labelled_share_cap,
         "lr_schedule": run.train_config.lr_schedule,
         "lr_cycle_start": run.train_config.lr_cycle_start,
         "final": {k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -64,14 +65,17 @@ def _components_used_text(used: float | None, n_components: int, marginal_kl: fl
 LABELLED_SHARE_WARNING = 1.25
 
 
-def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0) -> str:
+def _labelled_share_text(ratio: float | None, marginal_kl: float = 0.0, cap: float = 0.0
+                         ) -> str:
     """The largest labelled component's share of the training points over its prior share."""
     if ratio is None:
         return "n/a (no labelled class)"
     text = f"{ratio:.2f}x its prior share (largest over labelled components)"
     if ratio > LABELLED_SHARE_WARNING:
-        text += ("; a hidden class may be merging into a labelled one: try the merge guard "
-                 f"(--labelled-share-cap 1.15); {_marginal_kl_hint(marginal_kl)}")
+        guard = (f"the merge guard (cap {cap:g}) has not brought it down yet: train longer"
+                 if cap else "try the merge guard (--labelled-share-cap 1.15)")
+        text += (f"; a hidden class may be merging into a labelled one: {guard}; "
+                 f"{_marginal_kl_hint(marginal_kl)}")
     return text
 
 
@@ -106,7 +110,8 @@ def summary_table(s: dict) -> Table:
             ("components used", _components_used_text(final.get("components_used"),
                                                       s["n_components"], s["marginal_kl"])),
             ("labelled share", _labelled_share_text(final.get("labelled_share_ratio"),
-                                                    s["marginal_kl"])),
+                                                    s["marginal_kl"],
+                                                    s.get("labelled_share_cap", 0.0))),
             ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
             *_processes_rows(s),

@@ -37,7 +37,7 @@ from susl_cli import losses
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.models.networks import MLP, ConditionalTrunk, GaussianHead, initialise
 from susl_cli.models.shard import BatchMeans, Shard
-from susl_cli.share_guard import share_penalty
+from susl_cli.share_guard import share_penalty, soft_ratios
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class GuardState:
 
     multipliers: torch.Tensor
     targets: torch.Tensor
+    # Where the step's sharpened share ratios go for the guard's dual step (share_guard.ShareGuard
+    # reads them after the optimiser step); None: not measured.
+    observed: list[torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,9 @@ class ElboModel(SuslModel):
             if guard is not None:  # logged every step (0 while off): one set of keys
                 penalty = share_penalty(logits, guard.multipliers, guard.targets,
                                         cfg.labelled_share_cap, means.mean_fn("unlabelled"))
+                if guard.observed is not None:
+                    guard.observed.append(soft_ratios(logits, guard.targets,
+                                                      means.mean_fn("unlabelled")))
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
             for name in ("elbo", *self.logged_terms):

@@ -99,11 +99,11 @@ class BatchMeans:
         return None if span is None else (span.start, span.total)
 
     def mean(self, values: torch.Tensor, part: str) -> torch.Tensor:
-        """Differentiable mean of (B,) values over the (global) batch."""
+        """Differentiable mean of (B, ...) values over the rows of the (global) batch."""
         span = self._span(part)
         if span is None:
-            return values.mean()
-        return _SumOverRanks.apply(values.sum(), self.shard.group) / span.total
+            return values.mean(0)
+        return _SumOverRanks.apply(values.sum(0), self.shard.group) / span.total
 
     def mean_fn(self, part: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda values: self.mean(values, part)

@@ -207,6 +207,10 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(t
     # a run already trained with the term is not told to add it
     hint = _labelled_share_text(ratio, marginal_kl=1.0)
     assert "try --marginal-kl 1" not in hint and "already trained with --marginal-kl 1" in hint
+    # nor told to switch on a merge guard that was on
+    assert "--labelled-share-cap 1.15" in hint
+    guarded = _labelled_share_text(ratio, marginal_kl=1.0, cap=1.15)
+    assert "--labelled-share-cap" not in guarded and "merge guard (cap 1.15)" in guarded
 
 
 def test_idle_components_hint_respects_the_runs_own_marginal_kl():
