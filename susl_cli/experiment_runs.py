@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -302,6 +304,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         "epochs": trained.epoch, "completed": bool(trained.meta.completed),
         "lr_schedule_as_planned": schedule_as_planned(trained),
         "train_seconds": round(float(sum(trained.history.get("seconds", []))), 2),
+        "device": task.device,  # where this invocation trained it (a finished run: scored it)
         "n_components": trained.model_config.n_components, "n_points": metrics.n_points,
         "mapping_fit": metrics.mapping_fit,
         **{name: getattr(metrics, name) for name in SUMMARY_FIELDS},
@@ -316,29 +319,52 @@ def worker_threads(jobs: int) -> int:
     return max(1, (cores or 1) // jobs)
 
 
-def _init_worker(threads: int) -> None:
+# This worker's device, taken from the slot queue once when the worker starts (a Pool worker
+# runs its initializer and its tasks in one thread; thread-local so that a thread pool standing
+# in for processes in the tests gives each thread a slot of its own too).
+_slot = threading.local()
+
+
+def _init_worker(threads: int, slots: Any) -> None:
     torch.set_num_threads(threads)
     tune_cpu()  # this process is the grid's own: the CPU settings `susl train` makes
+    try:
+        _slot.device = slots.get(timeout=60)  # each worker takes one slot's device for life
+    except queue.Empty:  # a worker replacing a dead one: its tasks keep the asked device
+        pass
 
 
-def execute_tasks(tasks: Sequence[RunTask], jobs: int,
+def _execute_in_slot(task: RunTask) -> RunOutcome:
+    """execute_run on this worker's device (susl_cli.placement: slot s -> cuda:{s % G})."""
+    device = getattr(_slot, "device", task.device)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(device)  # anything made on plain "cuda" lands on this GPU too
+    return execute_run(replace(task, device=device))
+
+
+def execute_tasks(tasks: Sequence[RunTask], slots: Sequence[str],
                   observer: ExperimentObserver) -> list[RunOutcome]:
-    """Run every task: finished runs (only scored) here, the others here too when jobs=1,
-    else in `jobs` spawned worker processes."""
+    """Run every task: finished runs (only scored) here, the others here too with one slot,
+    else in one spawned worker process per slot, each on its slot's device."""
+    jobs = len(slots)
     outcomes = []
     local = [t for t in tasks if t.action == "skip" or jobs == 1]
     pooled = [t for t in tasks if t.action != "skip" and jobs > 1]
     if len(pooled) == 1:
         local, pooled = [*local, *pooled], []
-    for task in local:
-        outcomes.append(execute_run(task))
+    for task in local:  # this process works as slot 0
+        outcomes.append(execute_run(replace(task, device=slots[0])))
         observer.run_finished(outcomes[-1])
     if not pooled:
         return outcomes
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
-    with context.Pool(min(jobs, len(pooled)), initializer=_init_worker,
-                      initargs=(worker_threads(jobs),)) as pool:
-        for outcome in pool.imap_unordered(execute_run, pooled):
+    workers = min(jobs, len(pooled))
+    free = context.Queue()  # the slots' devices, one taken by each worker as it starts
+    for device in slots[:workers]:
+        free.put(device)
+    with context.Pool(workers, initializer=_init_worker,
+                      initargs=(worker_threads(jobs), free)) as pool:
+        for outcome in pool.imap_unordered(_execute_in_slot, pooled):
             outcomes.append(outcome)
             observer.run_finished(outcome)
     return outcomes

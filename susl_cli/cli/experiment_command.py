@@ -101,7 +101,10 @@ def experiment(
     preset: str = typer.Option(None, "--preset", help="auto (the paper's Table A.1 sizes where "
                                "it has the dataset), paper or default" + _default("preset")),
     jobs: int = typer.Option(None, "--jobs", "-j", help="Runs trained in parallel processes, "
-                             "each with cores/jobs threads" + _default("jobs")),
+                             "each with cores/jobs threads \\[default: one per GPU on CUDA, "
+                             "else 1]. On CUDA (--device cuda, or auto with a GPU) with G GPUs, "
+                             "process slot s trains on cuda:(s mod G): --jobs 4 on 2 GPUs puts "
+                             "2 runs on each; --device cuda:N puts every run on GPU N."),
     settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE training or model option "
                                        "for every run, e.g. alpha=10 or hidden_units=500 "
                                        "(repeatable)."),
@@ -131,7 +134,7 @@ def experiment(
         result = run_experiment(config, observer)
     finally:
         observer.close()
-    report = write_reports(result, command_line(config))
+    report = write_reports(result, command_line(config, len(result.slots)))
     if as_json:
         typer.echo(json.dumps(_payload(config, result.rows, report, result.wall_seconds),
                               indent=2, allow_nan=False))
@@ -139,8 +142,9 @@ def experiment(
         _render(config, report, result.rows)
 
 
-def command_line(config: ExperimentConfig) -> str:
-    """The command, spelt out in full, that reproduces this grid (written into the report)."""
+def command_line(config: ExperimentConfig, jobs: int) -> str:
+    """The command, spelt out in full, that reproduces this grid (written into the report);
+    `jobs`: the processes it ran with (the default depends on the machine's GPUs)."""
     parts = ["susl", "experiment", config.table, "--dataset", config.dataset,
              "--seeds", str(config.seeds), "--epochs", str(config.epochs),
              "--models", ",".join(config.model_names),
@@ -149,7 +153,7 @@ def command_line(config: ExperimentConfig) -> str:
         parts += ["--label-fraction", f"{config.label_fraction:g}"]
     if config.preset != "auto":
         parts += ["--preset", config.preset]
-    parts += ["--jobs", str(config.jobs), "--device", config.device, "--out", str(config.out_dir)]
+    parts += ["--jobs", str(jobs), "--device", config.device, "--out", str(config.out_dir)]
     if config.data_dir is not None:
         parts += ["--data-dir", str(config.data_dir)]
     for key, value in config.settings:
