@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import queue
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,6 +65,7 @@ def test_table2_grid_writes_tables_then_resumes(tiny_npz: Path, tmp_path: Path, 
     assert "| M2 (SSVAE) | measured |" in markdown and "| GM-DGM | paper | — | — | — |" in markdown
     assert "Reduced run: 1 epoch, not the paper's 400" in markdown
     assert "--set extra_components=4" in markdown and "Hardware: CPU" in markdown
+    assert "; 1 job on the CPU;" in markdown and "--jobs 1 --device cpu" in markdown
 
     stamps = {p: p.stat().st_mtime_ns for p in checkpoints}
     again = runner.invoke(app, [*args, "--json"])
@@ -91,8 +93,8 @@ def test_table1_scores_the_labelled_classes_only(tiny_npz: Path, tmp_path: Path,
     # spawning two interpreters that import torch would cost more than the whole test.
     threads: list[int] = []
     monkeypatch.setattr(experiment_runs.multiprocessing, "get_context",
-                        lambda method: SimpleNamespace(Pool=ThreadPool))
-    monkeypatch.setattr(experiment_runs, "_init_worker", threads.append)
+                        lambda method: SimpleNamespace(Pool=ThreadPool, Queue=queue.Queue))
+    monkeypatch.setattr(experiment_runs, "_init_worker", lambda n, slots: threads.append(n))
     out = tmp_path / "t1"
     result = runner.invoke(app, ["experiment", "table1", "--dataset", str(tiny_npz), *TINY,
                                  "--jobs", "2", "--json", "--out", str(out)])
@@ -103,8 +105,10 @@ def test_table1_scores_the_labelled_classes_only(tiny_npz: Path, tmp_path: Path,
     # Labelled classes are the first half, {0, 1}: 10 test points each; K = 2 in both arms.
     assert [(r["n_points"], r["n_components"]) for r in rows] == [(20, 2), (20, 2)]
     assert all(r["novel_acc_majority"] is None for r in rows)
+    assert [r["device"] for r in rows] == ["cpu", "cpu"]
     markdown = (out / "table1_tiny.md").read_text()
     assert "accidental SUS" in markdown and "--jobs 2" in markdown
+    assert "; 2 jobs on the CPU;" in markdown
     assert len(_rows(out / "table1_tiny.csv")) == 2
 
 
