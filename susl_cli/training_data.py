@@ -43,8 +43,15 @@ IN_MEMORY_COPIES = 3
 # is for the model, its activations and the operating system's file cache.
 DATA_MEMORY_SHARE = 0.5
 # Block shuffle of streamed rows: blocks of one HDF5 chunk of rows are visited in random order
-# and rows are shuffled within windows of this many blocks (see StreamedRows.order).
-WINDOW_BLOCKS = 4
+# and rows are shuffled within windows of about this many bytes of rows, at least
+# MIN_WINDOW_BLOCKS blocks (StreamedRows.order); HDF5's chunk cache holds a window.
+WINDOW_BYTES = 64 << 20
+MIN_WINDOW_BLOCKS = 4
+
+
+def window_blocks(block_rows: int, row_bytes: int, window_bytes: int = WINDOW_BYTES) -> int:
+    """Blocks per shuffle window."""
+    return max(MIN_WINDOW_BLOCKS, window_bytes // max(block_rows * row_bytes, 1))
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,9 @@ def plan_data(mask_path: Path, device: torch.device, stream: bool | None) -> Dat
                if free is not None and need > DATA_MEMORY_SHARE * free]
     need, free = (too_big or limits)[0]
     forced = None if stream is None else ("--stream" if stream else "--no-stream")
+    cache = (window_blocks(chunk_rows, row_bytes) + 1) * chunk_rows * row_bytes
     return DataPlan(bool(too_big) if stream is None else stream, Path(mask_path).name, need,
-                    free, chunk_rows, WINDOW_BLOCKS * chunk_rows * row_bytes, forced)
+                    free, chunk_rows, cache, forced)
 
 
 class StreamedRows:
@@ -95,10 +103,13 @@ class StreamedRows:
     """
 
     def __init__(self, rows: MaskRows, file_rows: np.ndarray, transform: InputTransform,
-                 device: torch.device, world: World = SINGLE) -> None:
+                 device: torch.device, world: World = SINGLE,
+                 window_bytes: int = WINDOW_BYTES) -> None:
         self.rows, self.file_rows = rows, file_rows
         self.transform, self.device, self.world = transform, device, world
         self.block_rows = rows.chunk_rows
+        row_bytes = int(np.prod(rows.shape[1:], dtype=np.int64)) * 4  # float32
+        self.window_blocks = window_blocks(self.block_rows, row_bytes, window_bytes)
 
     def __len__(self) -> int:
         return len(self.file_rows)
@@ -107,22 +118,22 @@ class StreamedRows:
         """One epoch's order of the positions: a block shuffle, drawn from `generator`.
 
         A full shuffle would read each row from a random place in the file: with compressed
-        HDF5 chunks that decompresses a whole chunk per row. Instead the blocks (the rows of
-        one chunk of rows) are visited in random order and rows are shuffled within windows of
-        WINDOW_BLOCKS blocks, so a window's chunks are decompressed once (the chunk cache holds
-        them) and reads stay sequential within a chunk. The price: a batch mixes rows of only
-        a few blocks, so rows stored next to each other (a file sorted by class) share batches
-        more often than under a full shuffle. Drawn from the epoch's seeded generator: the same
-        order run to run, and on resume.
+        HDF5 chunks that decompresses a whole chunk (~1 MB of rows) per row read. Instead the
+        blocks (the rows of one chunk) are visited in random order and rows are shuffled
+        within windows of `window_blocks` blocks (~WINDOW_BYTES), so each chunk is
+        decompressed once per epoch (the chunk cache holds a window). The price: a batch mixes
+        rows of one window only, so rows stored near each other (a file sorted by class) share
+        batches more often than under a full shuffle. Drawn from the epoch's seeded generator:
+        the same order run to run, and on resume.
         """
         blocks = self.file_rows // self.block_rows
         starts = np.flatnonzero(np.r_[True, np.diff(blocks) > 0])  # first position per block
         ends = np.r_[starts[1:], len(self.file_rows)]
         visit = _randperm(len(starts), generator)
         pieces = []
-        for w in range(0, len(visit), WINDOW_BLOCKS):
+        for w in range(0, len(visit), self.window_blocks):
             window = np.concatenate([np.arange(starts[b], ends[b])
-                                     for b in visit[w:w + WINDOW_BLOCKS]])
+                                     for b in visit[w:w + self.window_blocks]])
             pieces.append(window[_randperm(len(window), generator)])
         return torch.from_numpy(np.concatenate(pieces) if pieces else np.zeros(0, np.int64))
 

@@ -25,7 +25,6 @@ from susl_cli.storage.rows import train_layout
 from susl_cli.train import train_mask_file
 from susl_cli.training_data import (
     IN_MEMORY_COPIES,
-    WINDOW_BLOCKS,
     StreamedRows,
     plan_data,
     prepare_data,
@@ -100,14 +99,16 @@ def test_a_tight_budget_streams_and_no_stream_overrides_it_in_the_summary(
 
 def test_the_block_shuffle_visits_every_row_once_window_by_window() -> None:
     file_rows = np.array([r for r in range(200) if r % 7])  # labelled rows left out
-    rows = StreamedRows(SimpleNamespace(chunk_rows=10), file_rows, None, CPU)
+    rows = StreamedRows(SimpleNamespace(chunk_rows=10, shape=(200, 3)), file_rows, None, CPU,
+                        window_bytes=10 * 3 * 4 * 5)  # 5 blocks of 10 rows of 3 floats
+    assert rows.window_blocks == 5
     order = rows.order(torch.Generator().manual_seed(5)).numpy()
     assert sorted(order) == list(range(len(file_rows)))
     np.testing.assert_array_equal(order, rows.order(torch.Generator().manual_seed(5)))
     assert not np.array_equal(order, rows.order(torch.Generator().manual_seed(6)))
-    # the first window: every row of WINDOW_BLOCKS blocks, shuffled, before any other row
+    # the first window: every row of 5 blocks, shuffled, before any other row
     blocks = file_rows[order] // 10
-    first = list(dict.fromkeys(blocks))[:WINDOW_BLOCKS]
+    first = list(dict.fromkeys(blocks))[:5]
     size = int(np.isin(file_rows // 10, first).sum())
     assert set(blocks[:size]) == set(first) and not set(blocks[size:]) & set(first)
     assert not np.all(np.diff(order[:size]) > 0)

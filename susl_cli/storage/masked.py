@@ -135,7 +135,7 @@ def write_masked_dataset(path: Path, masked: MaskedDataset, overwrite: bool = Fa
         f.attrs[ATTR_INPUT_KIND] = masked.input_kind
         f.attrs[ATTR_SEED] = masked.metadata.seed
         train = f.create_group(GROUP_TRAIN)
-        write_array(train, "x", masked.x_train.astype(np.float32, copy=False))
+        write_array(train, "x", masked.x_train.astype(np.float32, copy=False), by_rows=True)
         write_array(train, "y_observed", masked.y_observed.astype(np.int64, copy=False))
         if masked.x_test is not None and masked.y_test is not None:
             test = f.create_group(GROUP_TEST)

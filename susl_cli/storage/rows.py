@@ -5,10 +5,12 @@ reads the rows it is asked for, so a file larger than memory never has to be loa
 It behaves enough like the in-memory array for the code that reads it: `len`, `.shape`,
 contiguous slices `rows[a:b]` (inference, transform fitting) and `take(rows)` for any rows.
 
-HDF5 stores the array in compressed chunks (`write_array`: chunks=True); reading one row
-decompresses every chunk holding it. `take` therefore reads, per chunk of rows, one
-contiguous span, and the file's chunk cache keeps a window of blocks decompressed, so the
-block-shuffled batches of susl_cli/training_data.py reuse chunks instead of re-reading them.
+HDF5 stores the array in compressed chunks (`write_array(by_rows=True)`: ~1 MB of whole
+rows each); reading one row decompresses the chunk holding it. `take` therefore reads, per
+chunk, one contiguous span, and the file's chunk cache keeps a window of chunks decompressed,
+so the block-shuffled batches of susl_cli/training_data.py reuse chunks instead of
+decompressing them again. (Masks written before row chunks split rows over many chunks:
+they stream too, more slowly.)
 """
 
 from __future__ import annotations
@@ -49,10 +51,27 @@ class MaskRows:
         except H5_READ_ERRORS:
             raise FileFormatError(f"{str(self.path)!r} is damaged: recreate it") from None
         self.shape: tuple[int, ...] = tuple(int(s) for s in self._x.shape)
+        self._check_stored()
         self.dtype = self._x.dtype
         self.ndim = len(self.shape)
         self.chunk_rows = int(self._x.chunks[0]) if self._x.chunks else DEFAULT_BLOCK_ROWS
         self.rows_read = 0  # rows returned by take(): what this process read for training
+
+    def _check_stored(self) -> None:
+        """Refuse an array that declares more chunks than the file stores (susl writes every
+        chunk; a tiny hostile file could declare terabytes of zeros to be streamed)."""
+        chunks = self._x.chunks
+        if not chunks:
+            return
+        expected = int(np.prod([-(-n // c) for n, c in zip(self.shape, chunks, strict=True)],
+                               dtype=object))
+        stored = self._x.id.get_num_chunks()
+        if stored < expected:
+            self.close()
+            raise FileFormatError(
+                f"{str(self.path)!r} declares training inputs of shape {self.shape} but stores "
+                f"{stored} of their {expected} chunks: the file is corrupt; recreate it with "
+                "susl mask")
 
     def __len__(self) -> int:
         return self.shape[0]
