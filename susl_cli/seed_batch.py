@@ -36,9 +36,13 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from susl_cli import losses
+from susl_cli.discover import DiscoveryOptions
+from susl_cli.discovery_runs import discover_run, store_discovery
+from susl_cli.distributed import SINGLE
 from susl_cli.errors import ConfigError, TrainingError, UsageError
 from susl_cli.models import Batch
-from susl_cli.runs import Run
+from susl_cli.run_setup import prepare_run
+from susl_cli.runs import ModelOptions, Run, resolve_device
 from susl_cli.train import (
     EPOCH_SEED_STRIDE,
     RUNNING_LOSS_SECONDS,
@@ -50,11 +54,51 @@ from susl_cli.train import (
     _save_checkpoint,
     _snapshot,
     _write_log,
+    fit,
     scheduled_lr,
 )
-from susl_cli.training_data import TrainingData, batch_indices, maybe_binarise
+from susl_cli.training_data import TrainingData, batch_indices, maybe_binarise, prepare_data
 
 Recipe = tuple[tuple[Callable[..., torch.Tensor], torch.Size, torch.dtype], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedJob:
+    """One seed's run: its mask file, checkpoint, training settings (seed included) and whether
+    to resume the checkpoint (`train.train_mask_file`'s arguments of the same names)."""
+
+    mask_path: Path
+    out_path: Path
+    train_overrides: dict[str, object]
+    resume: bool = False
+
+
+def train_seeds(jobs: Sequence[SeedJob], *, options: ModelOptions, preset: str | None = None,
+                device: str = "auto", observer: Observer | None = None,
+                discovery: DiscoveryOptions | None = None) -> list[Run]:
+    """`train.train_mask_file` for several seeds of one configuration, in one process: batched
+    (`fit_seeds`) when they can share one model (`check_batchable`), else one after another.
+    Each checkpoint ends as its own `susl train` would leave it, discovery included."""
+    torch_device = resolve_device(device)
+    prepared = [prepare_run(job.mask_path, job.out_path, options, job.train_overrides, preset,
+                            torch_device, job.resume, False, SINGLE) for job in jobs]
+    runs = [run for run, _ in prepared]
+    for run in runs:
+        run.meta.world_size = SINGLE.size
+    datas = [prepare_data(run, masked.x_train, masked.y_observed, torch_device)
+             for run, masked in prepared]
+    paths = [job.out_path for job in jobs]
+    try:
+        check_batchable(runs, datas)
+    except ConfigError:  # e.g. resumed seeds saved at different epochs: each alone
+        runs = [fit(run, data, path, observer)
+                for run, data, path in zip(runs, datas, paths, strict=True)]
+    else:
+        runs = fit_seeds(runs, datas, paths, observer)
+    for run, (_, masked), path in zip(runs, prepared, paths, strict=True):
+        store_discovery(run, path, discover_run(run, masked.x_train,
+                                                discovery or DiscoveryOptions()))
+    return runs
 
 
 class _Recorder:
