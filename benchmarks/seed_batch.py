@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/seed_batch.py [--seeds 4] [--steps 10] [--repeats 3]
 
 MNIST, classes 0-4 labelled at 20% (mask seed 0), K = 45, the paper's sizes (200 units,
-d_z = 5), batches of 100 unlabelled + 100 labelled points. Each round times `--steps` steps
+d_z = 5; `--hidden-units` for smaller nets, where per-step overhead weighs more), batches of 100 unlabelled + 100 labelled points. Each round times `--steps` steps
 of every seed, two ways, on the same threads:
 - one by one: the trainer's own epoch loop (`susl_cli.train._train_epoch`) for seed 0, then
   seed 1, ...: what S separate processes cost in CPU time (each process does exactly this);
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="gmdgm")
     parser.add_argument("--estimator", default="enumerate")
+    parser.add_argument("--hidden-units", type=int, default=200, help="paper: 200")
     parser.add_argument("--data-dir", default=os.environ.get(
         "SUSL_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
     args = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
     for seed in range(args.seeds):
         config = TrainConfig(epochs=10**6, seed=seed)
         run = new_run(masked, mask_path, ModelOptions(model=args.model, settings={
-            "hidden_units": 200, "latent_dim": 5}), config, torch.device("cpu"),
+            "hidden_units": args.hidden_units, "latent_dim": 5}), config, torch.device("cpu"),
             ObjectiveConfig(y_estimator=args.estimator))
         data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
         runs.append(run)
@@ -76,7 +77,8 @@ def main() -> None:
         times["batched"].append(time.perf_counter() - start)
     ratios = [a / b for a, b in zip(times["one by one"][1:], times["batched"][1:], strict=True)]
     row = {"seeds": args.seeds, "steps": args.steps, "model": args.model,
-           "estimator": args.estimator, "threads": args.threads,
+           "estimator": args.estimator, "hidden_units": args.hidden_units,
+           "threads": args.threads,
            **{f"{k} s": round(statistics.median(v[1:]), 3) for k, v in times.items()},
            "speed-up": round(statistics.median(ratios), 2)}
     print(json.dumps(row), flush=True)
