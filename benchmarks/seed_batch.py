@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 python benchmarks/seed_batch.py [--seeds 4] [--steps 10] [--repeats 3]
 
 MNIST, classes 0-4 labelled at 20% (mask seed 0), K = 45, the paper's sizes (200 units,
-d_z = 5; `--hidden-units` for smaller nets, where per-step overhead weighs more), batches of 100 unlabelled + 100 labelled points. Each round times `--steps` steps
-of every seed, two ways, on the same threads:
+d_z = 5; `--hidden-units` for smaller nets, where per-step overhead weighs more), batches of
+100 unlabelled + 100 labelled points. Each round times `--steps` steps of every seed, two
+ways, on the same threads:
 - one by one: the trainer's own epoch loop (`susl_cli.train._train_epoch`) for seed 0, then
   seed 1, ...: what S separate processes cost in CPU time (each process does exactly this);
 - batched: one epoch loop of `susl_cli.seed_batch` over all S seeds (one vmapped step each).

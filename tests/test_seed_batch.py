@@ -131,12 +131,17 @@ class _StopInSecondEpoch(SilentObserver):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("stopper", [_StopAfterFirstEpoch, _StopInSecondEpoch])
-def test_batched_seeds_resume_after_a_kill_as_if_never_stopped(mask, tmp_path, stopper):
+@pytest.mark.parametrize(("stopper", "seconds"), [
+    (_StopAfterFirstEpoch, 0.0),  # epoch 1 checkpointed, then stopped
+    (_StopInSecondEpoch, 0.0),
+    (_StopInSecondEpoch, 3600.0),  # no checkpoint due yet: Ctrl-C saves epoch 1 itself
+])
+def test_batched_seeds_resume_after_a_kill_as_if_never_stopped(mask, tmp_path, stopper,
+                                                                seconds):
     full = _batched(mask, _folder(tmp_path, "full"), (0, 1))
     folder = _folder(tmp_path, "stopped")
     with pytest.raises((KeyboardInterrupt, TrainingInterrupted)):
-        _batched(mask, folder, (0, 1), observer=stopper())
+        _batched(mask, folder, (0, 1), observer=stopper(), checkpoint_seconds=seconds)
     for seed in (0, 1):  # each seed's checkpoint holds its first epoch
         assert load_model(folder / f"batched{seed}.h5").epoch == 1
     resumed = _batched(mask, folder, (0, 1), resume=True)
