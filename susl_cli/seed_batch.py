@@ -135,6 +135,10 @@ def check_batchable(runs: Sequence[Run], datas: Sequence[TrainingData]) -> None:
         raise UsageError("seed batching needs one TrainingData per run, and at least one run")
     first, data0 = runs[0], datas[0]
     for run, data in zip(runs, datas, strict=True):
+        if _guarded(run, data):
+            raise ConfigError(f"seed {run.train_config.seed} uses the merge guard "
+                              "(--labelled-share-cap), which seed batching does not support: "
+                              "train it on its own")
         problems = [
             ("model", dataclasses.replace(run.model_config, prior=())
              != dataclasses.replace(first.model_config, prior=())),
@@ -144,13 +148,12 @@ def check_batchable(runs: Sequence[Run], datas: Sequence[TrainingData]) -> None:
             ("finished epochs", run.epoch != first.epoch),
             ("data sizes", (len(data.x_labelled), len(data.x_unlabelled), data.binarise)
              != (len(data0.x_labelled), len(data0.x_unlabelled), data0.binarise)),
-            ("merge guard", _guarded(run, data)),
         ]
         bad = [name for name, differs in problems if differs]
         if bad:
             raise ConfigError(f"seed {run.train_config.seed} cannot be batched with seed "
-                              f"{first.train_config.seed}: {', '.join(bad)} differ (the merge "
-                              "guard is not supported): train it on its own")
+                              f"{first.train_config.seed}: their {', '.join(bad)} differ: "
+                              "train it on its own")
 
 
 class SeedBatch:

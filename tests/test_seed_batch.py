@@ -13,7 +13,7 @@ from susl_cli.distributed import SINGLE
 from susl_cli.errors import ConfigError
 from susl_cli.run_setup import prepare_run
 from susl_cli.runs import ModelOptions, load_model
-from susl_cli.seed_batch import fit_seeds
+from susl_cli.seed_batch import SeedJob, fit_seeds, train_seeds
 from susl_cli.train import SilentObserver, TrainingInterrupted, fit
 from susl_cli.training_data import prepare_data
 
@@ -162,3 +162,27 @@ def test_runs_that_differ_in_more_than_the_seed_are_refused(mask, tmp_path):
     b, data_b = _setup(mask, tmp_path / "b.h5", 1, learning_rate=0.02)
     with pytest.raises(ConfigError, match="training settings"):
         fit_seeds([a, b], [data_a, data_b])
+    c, data_c = _setup(mask, tmp_path / "c.h5", 2, labelled_share_cap=1.2)
+    with pytest.raises(ConfigError, match="merge guard"):
+        fit_seeds([a, c], [data_a, data_c])
+
+
+@pytest.mark.parametrize("cap", [0.0, 1.2])  # 1.2: the merge guard, trained one by one
+def test_train_seeds_leaves_each_checkpoint_as_susl_train_would(mask, tmp_path, monkeypatch,
+                                                                 cap):
+    from susl_cli import seed_batch
+
+    batched: list[int] = []
+    monkeypatch.setattr(seed_batch, "fit_seeds",
+                        lambda runs, *a: batched.append(len(runs)) or fit_seeds(runs, *a))
+    overrides = {"batch_size": 16, "labelled_batch_size": 8, "epochs": 1,
+                 "learning_rate": 0.01, "labelled_share_cap": cap}
+    jobs = [SeedJob(mask, tmp_path / f"s{seed}.h5", {**overrides, "seed": seed})
+            for seed in (0, 1)]
+    options = ModelOptions(extra_components=2, settings={"hidden_units": 16, "latent_dim": 2})
+    runs = train_seeds(jobs, options=options, device="cpu")
+    assert batched == ([2] if cap == 0 else [])
+    for seed, run in zip((0, 1), runs, strict=True):
+        stored = load_model(tmp_path / f"s{seed}.h5")
+        assert stored.meta.seed == seed and stored.epoch == 1 and stored.meta.completed
+        assert stored.meta.discovery is not None and run.meta.discovery == stored.meta.discovery
