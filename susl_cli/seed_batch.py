@@ -17,7 +17,7 @@ Each seed still is the run `train.fit` would train alone:
   the schedule depends on the epoch only);
 - its own checkpoint: at each epoch end the slices are copied back into the seeds' Runs, whose
   diagnostics, history, checkpoints and CSV logs are those of separate runs; resuming stacks
-  them again.
+  them again. The history's `seconds` is the seed's share (1/S) of the batch's wall time.
 Results equal per-seed training to float tolerance (batched kernels round differently), and
 are bit-identical from run to run. Not supported: the merge guard (its dual step is per-run
 state outside the model) and distributed training.
@@ -286,7 +286,9 @@ def _train_epoch(batch: SeedBatch, datas: Sequence[TrainingData],
         if time.perf_counter() - reported > RUNNING_LOSS_SECONDS and "loss" in names:
             observer.running_loss(float(sums[:, names.index("loss")].mean()) / (step + 1))
             reported = time.perf_counter()
-    seconds = time.perf_counter() - start
+    # each seed's share of the wall time: summed over the runs (the experiment report's
+    # training time) it is the time spent, as for runs trained one by one
+    seconds = (time.perf_counter() - start) / len(runs)
     totals = sums.tolist() if names else [[] for _ in runs]  # one sync per epoch
     records = []
     for data, row in zip(datas, totals, strict=True):
