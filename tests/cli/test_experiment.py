@@ -166,6 +166,12 @@ def test_batch_seeds_trains_each_cell_as_one_batch_with_the_same_results(
         return fit_seeds(runs, *args, **kwargs)
 
     monkeypatch.setattr(seed_batch, "fit_seeds", recording)
+    # --jobs 2 (below) through a pool of one thread standing in for the spawn pool: threads
+    # would share torch's global RNG, which seeds each run's initialisation (processes do not)
+    monkeypatch.setattr(experiment_runs.multiprocessing, "get_context",
+                        lambda method: SimpleNamespace(Pool=lambda n, **kw: ThreadPool(1, **kw),
+                                                       Queue=queue.Queue))
+    monkeypatch.setattr(experiment_runs, "_init_worker", lambda n, slots: None)
     grid = ["experiment", "table2", "--dataset", str(tiny_npz), "--seeds", "2", "--epochs",
             "2", "--device", "cpu", "--models", "gmdgm", "--regimes", "us,sus",
             "--set", "hidden_units=8", "--set", "latent_dim=2", "--set", "batch_size=50",
@@ -173,9 +179,10 @@ def test_batch_seeds_trains_each_cell_as_one_batch_with_the_same_results(
     alone = runner.invoke(app, [*grid, "--out", str(tmp_path / "alone")])
     assert alone.exit_code == 0, alone.stderr
     assert batched_calls == []  # off by default
-    batched = runner.invoke(app, [*grid, "--out", str(tmp_path / "batched"), "--batch-seeds"])
+    batched = runner.invoke(app, [*grid, "--out", str(tmp_path / "batched"), "--batch-seeds",
+                                  "--jobs", "2"])
     assert batched.exit_code == 0, batched.stderr
-    # each cell's seeds as one batch: US shares one mask, SUS has a mask per seed
+    # each cell's seeds as one batch, a worker each: US shares one mask, SUS has one per seed
     assert batched_calls == [[0, 1], [0, 1]]
     assert "--batch-seeds" in (tmp_path / "batched" / "table2_tiny.md").read_text()
     rows_alone = _rows(tmp_path / "alone" / "table2_tiny.csv")
