@@ -28,6 +28,7 @@ from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
 from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
+from susl_cli.seed_batch import SeedJob, train_seeds
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.masked import (
     describe_masked_dataset,
@@ -342,19 +343,68 @@ def _execute_in_slot(task: RunTask) -> RunOutcome:
     return execute_run(replace(task, device=device))
 
 
+def seed_groups(tasks: Sequence[RunTask], batch_seeds: bool) -> list[tuple[RunTask, ...]]:
+    """The units of work: each task alone, or with `batch_seeds` the runs to train that differ
+    in their seed only (a cell's seeds: same regime, model, settings and action) as one."""
+    units: dict[Any, list[RunTask]] = {}
+    for i, task in enumerate(tasks):
+        key: Any = i
+        if batch_seeds and task.action != "skip":
+            key = (task.run.regime, task.run.model, task.action, repr(task.options),
+                   tuple(kv for kv in task.overrides if kv[0] != "seed"), task.preset)
+        units.setdefault(key, []).append(task)
+    return [tuple(unit) for unit in units.values()]
+
+
+def execute_seed_group(tasks: Sequence[RunTask]) -> list[RunOutcome]:
+    """Train a cell's seeds together (susl_cli/seed_batch.py), then score each; on a domain
+    error every run is tried on its own, so that each outcome carries its own error."""
+    if len(tasks) == 1:
+        return [execute_run(tasks[0])]
+    start = time.perf_counter()
+    first = tasks[0]
+    jobs = [SeedJob(t.run.mask.path, t.run.checkpoint, dict(t.overrides),
+                    t.action in ("resume", "extend")) for t in tasks]
+    try:
+        train_seeds(jobs, options=first.options, preset=first.preset, device=first.device)
+    except TrainingInterrupted:
+        raise
+    except SuslError:
+        return [execute_run(task) for task in tasks]
+    shared = (time.perf_counter() - start) / len(tasks)  # the training, shared out
+    outcomes = []
+    for task in tasks:
+        scored = execute_run(replace(task, action="skip"))
+        outcomes.append(replace(scored, action=task.action, seconds=scored.seconds + shared))
+    return outcomes
+
+
+def _execute_unit_in_slot(unit: tuple[RunTask, ...]) -> list[RunOutcome]:
+    """A unit of work (`seed_groups`) on this worker's device."""
+    if len(unit) == 1:
+        return [_execute_in_slot(unit[0])]
+    device = getattr(_slot, "device", unit[0].device)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(device)
+    return execute_seed_group([replace(t, device=device) for t in unit])
+
+
 def execute_tasks(tasks: Sequence[RunTask], slots: Sequence[str],
-                  observer: ExperimentObserver) -> list[RunOutcome]:
+                  observer: ExperimentObserver, batch_seeds: bool = False) -> list[RunOutcome]:
     """Run every task: finished runs (only scored) here, the others here too with one slot,
-    else in one spawned worker process per slot, each on its slot's device."""
+    else in one spawned worker process per slot, each on its slot's device. With
+    `batch_seeds` a cell's seeds train together, as one unit of work (`seed_groups`)."""
     jobs = len(slots)
     outcomes = []
-    local = [t for t in tasks if t.action == "skip" or jobs == 1]
-    pooled = [t for t in tasks if t.action != "skip" and jobs > 1]
+    units = seed_groups(tasks, batch_seeds)
+    local = [u for u in units if u[0].action == "skip" or jobs == 1]
+    pooled = [u for u in units if u[0].action != "skip" and jobs > 1]
     if len(pooled) == 1:
         local, pooled = [*local, *pooled], []
-    for task in local:  # this process works as slot 0
-        outcomes.append(execute_run(replace(task, device=slots[0])))
-        observer.run_finished(outcomes[-1])
+    for unit in local:  # this process works as slot 0
+        for outcome in execute_seed_group([replace(t, device=slots[0]) for t in unit]):
+            outcomes.append(outcome)
+            observer.run_finished(outcome)
     if not pooled:
         return outcomes
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
@@ -364,7 +414,8 @@ def execute_tasks(tasks: Sequence[RunTask], slots: Sequence[str],
         free.put(device)
     with context.Pool(workers, initializer=_init_worker,
                       initargs=(worker_threads(jobs), free)) as pool:
-        for outcome in pool.imap_unordered(_execute_in_slot, pooled):
-            outcomes.append(outcome)
-            observer.run_finished(outcome)
+        for unit_outcomes in pool.imap_unordered(_execute_unit_in_slot, pooled):
+            for outcome in unit_outcomes:
+                outcomes.append(outcome)
+                observer.run_finished(outcome)
     return outcomes

@@ -108,6 +108,9 @@ def experiment(
     settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE training or model option "
                                        "for every run, e.g. alpha=10 or hidden_units=500 "
                                        "(repeatable)."),
+    batch_seeds: bool = typer.Option(False, "--batch-seeds", help="Train each cell's seeds "
+                                     "as one batched model in one process (each seed's "
+                                     "results as if trained alone, to float rounding)."),
     device: str = DEVICE_OPTION,
     data_dir: Path = DATA_DIR_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -126,7 +129,7 @@ def experiment(
     config = ExperimentConfig(
         table=table.strip().lower(), dataset=dataset, out_dir=out, device=device,
         models=parse_names(models, dash="-"), regimes=parse_names(regimes),
-        settings=parse_settings(settings or []),
+        settings=parse_settings(settings or []), batch_seeds=batch_seeds,
         **{k: v for k, v in given.items() if v is not None})
     observer = GridProgress(quiet or as_json)
     tune_cpu_for(config.device)  # process-wide: the CLI opts in, as `susl train` does
@@ -158,6 +161,8 @@ def command_line(config: ExperimentConfig, jobs: int) -> str:
         parts += ["--data-dir", str(config.data_dir)]
     for key, value in config.settings:
         parts += ["--set", f"{key}={value}"]
+    if config.batch_seeds:
+        parts.append("--batch-seeds")
     return shlex.join(parts)
 
 
