@@ -38,7 +38,7 @@ from susl_cli.experiment_runs import (
 from susl_cli.metrics import SUMMARY_FIELDS
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.train import cosine_lr
-from tests.conftest import _write_tiny_npz
+from tests.data_helpers import write_tiny_npz
 
 
 def test_table2_plan_names_every_run_and_mask(tmp_path: Path):
@@ -153,7 +153,7 @@ def test_restrict_to_classes_relabels_train_and_test():
 
 
 def test_table1_masks_share_their_labelled_points_and_are_checked(tmp_path: Path):
-    source = _write_tiny_npz(tmp_path / "tiny.npz", image=True)
+    source = write_tiny_npz(tmp_path / "tiny.npz", image=True)
     config = ExperimentConfig("table1", str(source), tmp_path / "out", seeds=1)
     plan = plan_experiment(config, 4)
     loader = DatasetLoader(config.dataset, None)

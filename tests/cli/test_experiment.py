@@ -16,8 +16,7 @@ from susl_cli import experiment_runs
 from susl_cli.cli import app
 from susl_cli.config import ObjectiveConfig
 from susl_cli.experiment import ExperimentConfig, make_tasks, plan_experiment
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error, write_tiny_npz
 
 TINY = ["--seeds", "1", "--epochs", "1", "--device", "cpu", "--set", "hidden_units=8",
         "--set", "latent_dim=2", "--set", "batch_size=50", "--set", "labelled_batch_size=20"]
@@ -35,7 +34,7 @@ def _one_torch_thread():
 
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
-    return _write_tiny_npz(tmp_path / "tiny.npz", image=True)
+    return write_tiny_npz(tmp_path / "tiny.npz", image=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
