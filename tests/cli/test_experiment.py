@@ -144,3 +144,21 @@ def test_worker_tasks_pickle_for_spawned_processes(tmp_path: Path):
     assert {t.action for t in tasks} == {"train"} and tasks[0].preset == "paper"
     assert pickle.loads(pickle.dumps(tasks)) == tasks
     assert pickle.loads(pickle.dumps(experiment_runs.execute_run)) is experiment_runs.execute_run
+
+
+def test_terminal_table_names_each_model_by_its_registered_title(tmp_path: Path):
+    from rich.console import Console
+
+    from susl_cli.cli.experiment_command import _cells_table
+    from susl_cli.experiment_report import summarise_cells
+    from susl_cli.metrics import SUMMARY_FIELDS
+
+    models = ("m2", "gmdgm", "gmdgm-mf", "adgm", "agm-dgm")
+    rows = [{"model": m, "regime": "sus", "seed": 0, **dict.fromkeys(SUMMARY_FIELDS, 0.5)}
+            for m in models]
+    config = ExperimentConfig("table2", "mnist", tmp_path, seeds=1, models=models)
+    console = Console(record=True, width=200)
+    console.print(_cells_table(config, summarise_cells(rows, "table2", "mnist")))
+    first_cells = [line.split("│")[1].strip() for line in console.export_text().splitlines()
+                   if line.count("│") > 2]  # the body's rows (the header has ┃)
+    assert first_cells == ["M2 (SSVAE)", "GM-DGM", "GM-DGM (mean-field)", "ADGM", "AGM-DGM"]

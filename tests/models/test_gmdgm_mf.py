@@ -223,6 +223,8 @@ def test_every_analysis_command_runs_on_a_gmdgm_mf_checkpoint(tiny_image_mask, t
     for args in commands:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
+    shown = runner.invoke(app, ["info", str(run)], env={"COLUMNS": "200"}).stdout
+    assert "gmdgm-mf: GM-DGM (mean-field)" in shown  # the id --model takes, and its title
 
 
 def test_experiment_grids_accept_the_model(tmp_path) -> None:

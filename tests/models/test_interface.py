@@ -27,8 +27,11 @@ from susl_cli.models import (
     build_model,
     model_config_from_dict,
     model_config_to_dict,
+    model_label,
     model_settings,
+    model_title,
 )
+from susl_cli.models.gmdgm import GMDGM
 from susl_cli.runs import ModelOptions, load_model, new_run
 from susl_cli.share_guard import share_penalty
 from susl_cli.storage.checkpoint import read_checkpoint, write_checkpoint
@@ -254,6 +257,27 @@ def test_a_registered_model_trains_through_the_cli_and_loads(blob_mask, tmp_path
                               "aux_dim=3", "--out", str(tmp_path / "bad.h5")])
     assert bad.exit_code != 0 and "no setting 'aux_dim'" in bad.stderr
     assert "depth_scale" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_titles_come_from_the_registered_classes_and_a_new_model_needs_no_other_edit(
+        monkeypatch) -> None:
+    for name, cls in MODELS.items():  # each declares its own, and no two are alike
+        assert cls.__dict__.get("title") and model_title(name) == cls.__dict__["title"], name
+    assert len({model_title(name) for name in MODELS}) == len(MODELS)
+    assert {name: model_title(name) for name in ("m2", "gmdgm", "gmdgm-mf", "adgm",
+                                                 "agm-dgm")} == {
+        "m2": "M2 (SSVAE)", "gmdgm": "GM-DGM", "gmdgm-mf": "GM-DGM (mean-field)",
+        "adgm": "ADGM", "agm-dgm": "AGM-DGM"}
+    assert model_label("gmdgm-mf") == "gmdgm-mf: GM-DGM (mean-field)"
+
+    titled = type("Titled", (Toy,), {"name": "titled", "title": "Toy classifier"})
+    untitled = type("Untitled", (GMDGM,), {"name": "untitled"})  # GM-DGM's title: not its own
+    for name, cls in (("toy", Toy), ("titled", titled), ("untitled", untitled)):
+        monkeypatch.setitem(MODELS, name, cls)
+    assert model_title("titled") == "Toy classifier"
+    assert model_label("titled") == "titled: Toy classifier"
+    for bare in ("toy", "untitled", "a-model-of-another-version"):
+        assert model_title(bare) == model_label(bare) == bare
 
 
 def test_model_options_are_checked_against_the_settings_dataclass() -> None:
