@@ -22,7 +22,7 @@ from susl_cli import __version__
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, evaluate_checkpoint
 from susl_cli.metrics import entropy
-from susl_cli.models import model_label, model_title
+from susl_cli.models import model_label
 from susl_cli.storage.atomic import write_text_atomic
 from susl_cli.storage.files import check_output_path
 from susl_cli.training_log import history_columns
@@ -108,7 +108,7 @@ def _confusion(e: Evaluation) -> Section:
     columns = [*names, "unmapped"]
     counts = np.asarray(e.metrics.confusion)
     rows = [[names[i], *(f"{c:g}" for c in counts[i])] for i in range(len(names))]
-    title = (f"{Path(e.checkpoint).name}, {model_title(e.run.model_config.model)}, "
+    title = (f"{Path(e.checkpoint).name} ({model_label(e.run.model_config.model)}) "
              f"on {e.run.meta.dataset}: true x mapped class")
     png = _render(lambda p: plots.plot_confusion(counts, names, columns, p, title))
     return Section("Confusion matrix (true class x mapped class, majority mapping)",
