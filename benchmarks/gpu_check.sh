@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 18), about 5-8 minutes on one GPU:
 #   1. the gpu-marked tests (tests/test_gpu.py: CUDA loss = CPU loss, checkpoints moving
-#      between CUDA and CPU, data resident on the device, 2-process DDP on 2+ GPUs);
+#      between CUDA and CPU, data resident on the device, 2-process DDP on 2+ GPUs;
+#      tests/cli/test_experiment_gpu.py: a 2-run `susl experiment` grid on the GPUs);
 #   2. MNIST SUS timings on CUDA: 1 epoch and 20 epochs of `susl train` (GM-DGM, paper size);
 #   3. where 2+ GPUs exist, the same 1-epoch run over 2 processes (torchrun, nccl).
 # Usage: SUSL_DATA_DIR=/path/to/datasets bash benchmarks/gpu_check.sh [OUT_FOLDER]
@@ -16,7 +17,8 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
 python -c "import torch; print('gpu:', torch.cuda.get_device_name(0), '| count:',
 torch.cuda.device_count(), '| torch', torch.__version__)" | tee "$log"
 
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>&1 | tail -3 | tee -a "$log"
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py \
+    tests/cli/test_experiment_gpu.py 2>&1 | tail -3 | tee -a "$log"
 
 python -m susl_cli mask --dataset mnist --labelled-classes 0-4 --label-fraction 0.2 \
     --seed 0 --quiet --overwrite --out "$out/mnist-sus.h5"

@@ -7,7 +7,8 @@ evaluation-only true labels of training points).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,20 +30,35 @@ def labelled_accuracy(model: SuslModel, x_labelled: torch.Tensor, y_labelled: to
     return float(correct) / len(x_labelled)
 
 
+class ChunkedRows(Protocol):
+    """Rows read a chunk at a time (training_data.StreamedRows: a streamed run's rows)."""
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor]: ...
+    def summed(self, tally: torch.Tensor) -> torch.Tensor: ...
+
+
 @torch.no_grad()
-def assignment_counts(model: SuslModel, x_labelled: torch.Tensor, x_unlabelled: torch.Tensor,
+def assignment_counts(model: SuslModel, x_labelled: torch.Tensor,
+                      x_unlabelled: torch.Tensor | ChunkedRows,
                       batch: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     """(labelled, unlabelled): how many training points argmax q(y|x) puts in each component.
 
     One pass over the training points per epoch serves both label-free diagnostics below.
+    Streamed rows are read a chunk at a time (under DDP each process counts its share and
+    the counts are added up), never loaded whole.
     """
     model.eval()
     counts = []
     for x in (x_labelled, x_unlabelled):
-        tally = torch.zeros(model.config.n_components, dtype=torch.long, device=x.device)
-        for start in range(0, len(x), batch):
-            predicted = model.classifier_logits(x[start:start + batch]).argmax(-1)
+        tally = torch.zeros(model.config.n_components, dtype=torch.long,
+                            device=model.log_prior.device)
+        parts = ((x[s:s + batch] for s in range(0, len(x), batch))
+                 if isinstance(x, torch.Tensor) else x.chunks(batch))
+        for part in parts:
+            predicted = model.classifier_logits(part).argmax(-1)
             tally += torch.bincount(predicted, minlength=len(tally))
+        if not isinstance(x, torch.Tensor):
+            tally = x.summed(tally)
         counts.append(tally.cpu().numpy())
     return counts[0], counts[1]
 

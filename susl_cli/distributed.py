@@ -3,8 +3,9 @@ DistributedDataParallel, and the collectives the trainer needs.
 
 `torchrun --nproc_per_node N -m susl_cli train ...` starts N copies of the command with
 WORLD_SIZE, RANK and LOCAL_RANK set; `world_from_env` reads them (WORLD_SIZE 1 or unset: one
-ordinary process). Every process loads the whole mask file, draws the same global batches
-and trains on its slice of each (models/shard.py); DDP keeps the weights equal. Process 0
+ordinary process). Every process loads the whole mask file (or, streamed, reads only its
+own rows of each batch: training_data.py), draws the same global batches and trains on its
+slice of each (models/shard.py); DDP keeps the weights equal. Process 0
 (the main one) draws the progress bar, writes the checkpoint and the history CSV; the
 others wait at a barrier. Backend: nccl on CUDA (one GPU per process, cuda:LOCAL_RANK),
 gloo on the CPU. Every collective has a timeout, so a process whose peer died stops with

@@ -22,7 +22,7 @@ import torch
 from susl_cli import __version__
 from susl_cli.metrics import summarise_runs
 from susl_cli.models import model_title
-from susl_cli.runs import resolve_device
+from susl_cli.placement import describe_placement
 from susl_cli.storage.atomic import write_text_atomic
 
 if TYPE_CHECKING:
@@ -128,8 +128,9 @@ def format_duration(seconds: float) -> str:
     return f"{int(minutes // 60)} h {int(minutes % 60):02d} min"
 
 
-def describe_hardware(device: str) -> str:
-    """CPU model and cores, the GPU when one was used, and library versions."""
+def describe_hardware(slots: Sequence[str]) -> str:
+    """CPU model and cores, where the worker slots ran (e.g. '2 x NVIDIA H200, 4 jobs (2 per
+    GPU)'), and library versions."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -137,13 +138,9 @@ def describe_hardware(device: str) -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    parts = [f"CPU {cpu} ({os.cpu_count()} logical cores)"]
-    used = resolve_device(device)
-    if used.type == "cuda":
-        parts.append(f"GPU {torch.cuda.get_device_name(used)}")
-    parts.append(f"torch {torch.__version__}, Python {platform.python_version()}, "
-                 f"susl {__version__}")
-    return "; ".join(parts)
+    return "; ".join([f"CPU {cpu} ({os.cpu_count()} logical cores)", describe_placement(slots),
+                      f"torch {torch.__version__}, Python {platform.python_version()}, "
+                      f"susl {__version__}"])
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -239,8 +236,8 @@ def markdown_text(result: ExperimentResult, cells: Sequence[Cell], command: str,
         *([TABLE1_DESIGN] if config.table == "table1" else []),
         f"- Training options: preset {config.preset_name or 'none'}; --set {settings}.",
         f"- Paper: {PAPER_SOURCE}." + (f" Note: {note}." if note else ""),
-        f"- Hardware: {describe_hardware(config.device)}; device {config.device}, "
-        f"{config.jobs} parallel job(s).",
+        f"- Hardware: {describe_hardware(result.slots or config.slots())}; device "
+        f"{config.device}.",
         f"- Time: {format_duration(train_s)} of training summed over {len(rows)} runs (from "
         "the checkpoints); wall time of the last invocation "
         f"{format_duration(result.wall_seconds)}.",

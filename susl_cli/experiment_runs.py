@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +28,7 @@ from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
 from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
+from susl_cli.seed_batch import SeedJob, train_seeds
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.masked import (
     describe_masked_dataset,
@@ -302,6 +305,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         "epochs": trained.epoch, "completed": bool(trained.meta.completed),
         "lr_schedule_as_planned": schedule_as_planned(trained),
         "train_seconds": round(float(sum(trained.history.get("seconds", []))), 2),
+        "device": task.device,  # where this invocation trained it (a finished run: scored it)
         "n_components": trained.model_config.n_components, "n_points": metrics.n_points,
         "mapping_fit": metrics.mapping_fit,
         **{name: getattr(metrics, name) for name in SUMMARY_FIELDS},
@@ -316,29 +320,102 @@ def worker_threads(jobs: int) -> int:
     return max(1, (cores or 1) // jobs)
 
 
-def _init_worker(threads: int) -> None:
+# This worker's device, taken from the slot queue once when the worker starts (a Pool worker
+# runs its initializer and its tasks in one thread; thread-local so that a thread pool standing
+# in for processes in the tests gives each thread a slot of its own too).
+_slot = threading.local()
+
+
+def _init_worker(threads: int, slots: Any) -> None:
     torch.set_num_threads(threads)
     tune_cpu()  # this process is the grid's own: the CPU settings `susl train` makes
+    try:
+        _slot.device = slots.get(timeout=60)  # each worker takes one slot's device for life
+    except queue.Empty:  # a worker replacing a dead one: its tasks keep the asked device
+        pass
 
 
-def execute_tasks(tasks: Sequence[RunTask], jobs: int,
-                  observer: ExperimentObserver) -> list[RunOutcome]:
-    """Run every task: finished runs (only scored) here, the others here too when jobs=1,
-    else in `jobs` spawned worker processes."""
+def _execute_in_slot(task: RunTask) -> RunOutcome:
+    """execute_run on this worker's device (susl_cli.placement: slot s -> cuda:{s % G})."""
+    device = getattr(_slot, "device", task.device)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(device)  # anything made on plain "cuda" lands on this GPU too
+    return execute_run(replace(task, device=device))
+
+
+def seed_groups(tasks: Sequence[RunTask], batch_seeds: bool) -> list[tuple[RunTask, ...]]:
+    """The units of work: each task alone, or with `batch_seeds` the runs to train that differ
+    in their seed only (a cell's seeds: same regime, model, settings and action) as one."""
+    units: dict[Any, list[RunTask]] = {}
+    for i, task in enumerate(tasks):
+        key: Any = i
+        if batch_seeds and task.action != "skip":
+            key = (task.run.regime, task.run.model, task.action, repr(task.options),
+                   tuple(kv for kv in task.overrides if kv[0] != "seed"), task.preset)
+        units.setdefault(key, []).append(task)
+    return [tuple(unit) for unit in units.values()]
+
+
+def execute_seed_group(tasks: Sequence[RunTask]) -> list[RunOutcome]:
+    """Train a cell's seeds together (susl_cli/seed_batch.py), then score each; on a domain
+    error every run is tried on its own, so that each outcome carries its own error."""
+    if len(tasks) == 1:
+        return [execute_run(tasks[0])]
+    start = time.perf_counter()
+    first = tasks[0]
+    jobs = [SeedJob(t.run.mask.path, t.run.checkpoint, dict(t.overrides),
+                    t.action in ("resume", "extend")) for t in tasks]
+    try:
+        train_seeds(jobs, options=first.options, preset=first.preset, device=first.device)
+    except TrainingInterrupted:
+        raise
+    except SuslError:
+        return [execute_run(task) for task in tasks]
+    shared = (time.perf_counter() - start) / len(tasks)  # the training, shared out
     outcomes = []
-    local = [t for t in tasks if t.action == "skip" or jobs == 1]
-    pooled = [t for t in tasks if t.action != "skip" and jobs > 1]
+    for task in tasks:
+        scored = execute_run(replace(task, action="skip"))
+        outcomes.append(replace(scored, action=task.action, seconds=scored.seconds + shared))
+    return outcomes
+
+
+def _execute_unit_in_slot(unit: tuple[RunTask, ...]) -> list[RunOutcome]:
+    """A unit of work (`seed_groups`) on this worker's device."""
+    if len(unit) == 1:
+        return [_execute_in_slot(unit[0])]
+    device = getattr(_slot, "device", unit[0].device)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(device)
+    return execute_seed_group([replace(t, device=device) for t in unit])
+
+
+def execute_tasks(tasks: Sequence[RunTask], slots: Sequence[str],
+                  observer: ExperimentObserver, batch_seeds: bool = False) -> list[RunOutcome]:
+    """Run every task: finished runs (only scored) here, the others here too with one slot,
+    else in one spawned worker process per slot, each on its slot's device. With
+    `batch_seeds` a cell's seeds train together, as one unit of work (`seed_groups`)."""
+    jobs = len(slots)
+    outcomes = []
+    units = seed_groups(tasks, batch_seeds)
+    local = [u for u in units if u[0].action == "skip" or jobs == 1]
+    pooled = [u for u in units if u[0].action != "skip" and jobs > 1]
     if len(pooled) == 1:
         local, pooled = [*local, *pooled], []
-    for task in local:
-        outcomes.append(execute_run(task))
-        observer.run_finished(outcomes[-1])
+    for unit in local:  # this process works as slot 0
+        for outcome in execute_seed_group([replace(t, device=slots[0]) for t in unit]):
+            outcomes.append(outcome)
+            observer.run_finished(outcome)
     if not pooled:
         return outcomes
     context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads / CUDA
-    with context.Pool(min(jobs, len(pooled)), initializer=_init_worker,
-                      initargs=(worker_threads(jobs),)) as pool:
-        for outcome in pool.imap_unordered(execute_run, pooled):
-            outcomes.append(outcome)
-            observer.run_finished(outcome)
+    workers = min(jobs, len(pooled))
+    free = context.Queue()  # the slots' devices, one taken by each worker as it starts
+    for device in slots[:workers]:
+        free.put(device)
+    with context.Pool(workers, initializer=_init_worker,
+                      initargs=(worker_threads(jobs), free)) as pool:
+        for unit_outcomes in pool.imap_unordered(_execute_unit_in_slot, pooled):
+            for outcome in unit_outcomes:
+                outcomes.append(outcome)
+                observer.run_finished(outcome)
     return outcomes

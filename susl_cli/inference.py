@@ -16,12 +16,17 @@ from susl_cli.runs import Run
 @torch.no_grad()
 def _batched(run: Run, x_raw: np.ndarray, network: Callable[[torch.Tensor], torch.Tensor],
              width: int, batch: int) -> np.ndarray:
-    """`network` over raw inputs (N, *input_shape), through the stored input transform."""
-    x = run.transform.apply(x_raw)
+    """`network` over raw inputs (N, *input_shape), through the stored input transform.
+
+    The transform is applied a batch at a time, so `x_raw` may also be rows left on disk
+    (storage.rows.MaskRows: a streamed run's training inputs) and is never copied whole.
+    """
+    if len(x_raw) == 0:
+        run.transform.apply(x_raw[0:0])  # still refuses inputs of the wrong shape
     device = run.model.log_prior.device
     run.model.eval()
-    out = [network(torch.from_numpy(x[s:s + batch]).to(device)).cpu().numpy()
-           for s in range(0, len(x), batch)]
+    out = [network(torch.from_numpy(run.transform.apply(x_raw[s:s + batch])).to(device))
+           .cpu().numpy() for s in range(0, len(x_raw), batch)]
     return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 

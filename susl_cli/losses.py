@@ -6,8 +6,10 @@ Shapes: B = batch, E = number of y settings evaluated per example (K when enumer
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +37,31 @@ class _BernoulliLogLik(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, logits)
+    def forward(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if x.dim() >= 2 and x.shape[-2] == 1:  # x (B, 1, D): sum_d x_d l_d as one (E, D) @ (D, 1)
             x_dot_l = torch.matmul(logits, x.transpose(-1, -2)).squeeze(-1)
         else:
             x_dot_l = (logits * x).sum(-1)
         return x_dot_l - F.softplus(logits).sum(-1)
+
+    # setup_context (not ctx in forward) and a vmap rule let torch.func.vmap run it: seed
+    # batching (susl_cli/seed_batch.py) evaluates S models at once with it.
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def vmap(info, in_dims, x: torch.Tensor, logits: torch.Tensor):  # type: ignore[override]
+        """Both the forward and the backward broadcast over leading axes: move the vmapped axis
+        of each input to the front (an unbatched x broadcasts as it is) and apply once."""
+        x_dim, logits_dim = in_dims
+        if x_dim is not None:
+            x = x.movedim(x_dim, 0)
+        if logits_dim is None:
+            logits = logits.expand(info.batch_size, *logits.shape)
+        else:
+            logits = logits.movedim(logits_dim, 0)
+        return _BernoulliLogLik.apply(x, logits), 0
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -86,6 +106,23 @@ def kl_normal_diag(
 
 
 Rows = tuple[int, int] | None  # (start, global rows): these rows are a slice of a batch
+# (sampler, like, generator, rows) -> noise: replaces `draw`'s own sampling while set
+NoiseSource = Callable[[Callable[..., torch.Tensor], torch.Tensor, "torch.Generator | None",
+                        Rows], torch.Tensor]
+_noise_source: contextvars.ContextVar[NoiseSource | None] = contextvars.ContextVar(
+    "susl_noise_source", default=None)
+
+
+@contextlib.contextmanager
+def noise_source(source: NoiseSource) -> Iterator[None]:
+    """Within the block every `draw` comes from `source`: seed batching (susl_cli/seed_batch.py)
+    records the draws of a step and replays each seed's own inside torch.func.vmap, where one
+    torch.Generator per seed cannot be passed."""
+    token = _noise_source.set(source)
+    try:
+        yield
+    finally:
+        _noise_source.reset(token)
 
 
 def draw(sampler: Callable[..., torch.Tensor], like: torch.Tensor,
@@ -94,6 +131,9 @@ def draw(sampler: Callable[..., torch.Tensor], like: torch.Tensor,
     = (start, n), `like` holds rows start..start+B of a batch of n rows: the noise of all n
     rows is drawn and the slice kept, so each row gets the draw it would get in the whole
     batch, whichever process holds it (susl_cli/models/shard.py)."""
+    source = _noise_source.get()
+    if source is not None:
+        return source(sampler, like, generator, rows)
     if rows is None:
         return sampler(like.shape, generator=generator, device=like.device, dtype=like.dtype)
     start, total = rows

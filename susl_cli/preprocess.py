@@ -12,6 +12,7 @@ The transform is stored in every checkpoint so test and new data go through the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -121,21 +122,24 @@ def check_input_features(x: np.ndarray, input_kind: str, features: str) -> None:
         window_features(np.asarray(x[:1]))  # checks the (channels, steps) shape
 
 
-def fit_transform(x_train: np.ndarray, likelihood: str,
+def fit_transform(x_train: np.ndarray | RowSource, likelihood: str,
                   features: str = "raw") -> InputTransform:
-    """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs."""
-    x = np.asarray(x_train, dtype=np.float32)
+    """Fit the transform for `likelihood` ("bernoulli" or "gaussian") on raw training inputs
+    (an array, or rows left on disk: then read in chunks, `_streamed_stats`)."""
     _check_feature_name(features)
-    if features == "window-stats":
-        if likelihood == "bernoulli":
-            raise DataError("window-stats summaries are real numbers: use --likelihood gaussian "
-                            "with them (or --input-features raw for images)")
-        flat = window_features(x)
+    if features == "window-stats" and likelihood == "bernoulli":
+        raise DataError("window-stats summaries are real numbers: use --likelihood gaussian "
+                        "with them (or --input-features raw for images)")
+    if isinstance(x_train, np.ndarray):
+        x = np.asarray(x_train, dtype=np.float32)
+        flat = window_features(x) if features == "window-stats" else x.reshape(len(x), -1)
+        std = flat.std(axis=0, dtype=np.float64)
+        low, high = (flat.min(), flat.max()) if flat.size else (0.0, 0.0)
+        mean = flat.mean(axis=0, dtype=np.float64) if likelihood != "bernoulli" else None
     else:
-        flat = x.reshape(len(x), -1)
-    std = flat.std(axis=0, dtype=np.float64)
+        mean, std, low, high = _streamed_stats(x_train, features)
     if likelihood == "bernoulli":
-        if flat.min() < 0 or flat.max() > 1:
+        if low < 0 or high > 1:
             raise DataError(
                 "a Bernoulli likelihood needs inputs in [0, 1]: use --likelihood gaussian for "
                 "real-valued data"
@@ -145,10 +149,51 @@ def fit_transform(x_train: np.ndarray, likelihood: str,
         scale = np.ones(kept.size, np.float32)
     else:
         kept = np.flatnonzero(std > CONSTANT_STD)
-        offset = flat[:, kept].mean(axis=0, dtype=np.float64).astype(np.float32)
+        offset = mean[kept].astype(np.float32)
         scale = std[kept].astype(np.float32)
     if kept.size == 0:
         raise DataError("every input dimension is (nearly) constant over the training set: "
                         "nothing to learn from; check the data")
-    return InputTransform(tuple(int(s) for s in x.shape[1:]), kept.astype(np.int64), offset, scale,
-                          features)
+    return InputTransform(tuple(int(s) for s in x_train.shape[1:]), kept.astype(np.int64),
+                          offset, scale, features)
+
+
+class RowSource(Protocol):
+    """Training inputs read by contiguous slices (storage.rows.MaskRows: left on disk)."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, span: slice) -> np.ndarray: ...
+
+
+STATS_CHUNK_ROWS = 8192
+
+
+def _streamed_stats(rows: RowSource, features: str
+                    ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(mean, std, min, max) per column over `rows`, one chunk in memory at a time.
+
+    Chunks' means and sums of squared deviations are merged pairwise (Chan et al.'s update,
+    float64), which stays accurate where a running sum of squares would cancel. The inputs'
+    finiteness, checked on the whole array when a mask is loaded, is checked here per chunk.
+    """
+    n, mean, m2 = 0, 0.0, 0.0
+    low, high = np.inf, -np.inf
+    for start in range(0, len(rows), STATS_CHUNK_ROWS):
+        chunk = rows[start:start + STATS_CHUNK_ROWS]
+        if not np.isfinite(chunk).all():
+            raise DataError(f"training inputs in rows {start}..{start + len(chunk) - 1} "
+                            "contain NaN or infinite values: recreate the mask from clean data")
+        flat = (window_features(chunk) if features == "window-stats"
+                else chunk.reshape(len(chunk), -1)).astype(np.float64)
+        k = len(flat)
+        chunk_mean = flat.mean(axis=0)
+        delta = chunk_mean - mean
+        m2 = m2 + ((flat - chunk_mean) ** 2).sum(axis=0) + delta ** 2 * n * k / (n + k)
+        mean = mean + delta * k / (n + k)
+        n += k
+        low, high = min(low, float(flat.min())), max(high, float(flat.max()))
+    if n == 0:
+        raise DataError("the mask file holds no training rows: nothing to learn from")
+    return np.asarray(mean), np.sqrt(np.asarray(m2) / n), low, high

@@ -45,6 +45,8 @@ class RunMeta:
     auto_choice: list[str] | None = None        # settings chosen by data size, and why
     world_size: int | None = None               # processes of the last training session
                                                 # (torchrun; None: not recorded, one)
+    data_path: str | None = None                # how the last training session held the
+                                                # rows: in memory or streamed, and why
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer susl, kept
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class RunMeta:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "unknown"}
         for name in ("discovery", "share_multipliers", "share_average", "auto_choice",
-                     "world_size"):
+                     "world_size", "data_path"):
             if data[name] is None:
                 del data[name]
         return {**self.unknown, **data}
@@ -102,6 +104,7 @@ class RunMeta:
             share_average=None if average is None else [float(a) for a in average],
             auto_choice=None if data.get("auto_choice") is None else list(data["auto_choice"]),
             world_size=None if data.get("world_size") is None else int(data["world_size"]),
+            data_path=_optional_text(data.get("data_path")),
             unknown=unknown,
         )
 

@@ -17,13 +17,21 @@ from susl_cli.sizing import choose_by_size
 from susl_cli.storage.files import check_output_path, claim_output
 from susl_cli.storage.h5 import peek_kind
 from susl_cli.storage.masked import MaskedDataset, file_sha256, read_masked_dataset
+from susl_cli.storage.rows import MaskRows
+from susl_cli.training_data import plan_data
 from susl_cli.training_log import history_csv_path
 
 
 def prepare_run(mask_path: Path, out_path: Path, options: ModelOptions,
              train_overrides: dict[str, object], preset: str | None, torch_device: torch.device,
-             resume: bool, overwrite: bool, world: World) -> tuple[Run, MaskedDataset]:
-    """Check the output, read the mask, build or load the run (process 0 claims OUT)."""
+             resume: bool, overwrite: bool, world: World, stream: bool | None = None
+             ) -> tuple[Run, MaskedDataset]:
+    """Check the output, read the mask, build or load the run (process 0 claims OUT).
+
+    Before the mask's inputs are read, `plan_data` decides (or `stream` forces) whether they
+    are held in memory or left in the file (then masked.x_train is an open MaskRows: the
+    caller closes it); the decision is recorded in run.meta.data_path for the summary.
+    """
     if world.is_main:
         claim_output(out_path)  # one writer per checkpoint: a second `susl train -o OUT` is refused
     if resume:
@@ -42,14 +50,23 @@ def prepare_run(mask_path: Path, out_path: Path, options: ModelOptions,
     # link) and locked like the checkpoint; it belongs to OUT, so it is replaced without asking
     check_output_path(history_csv_path(out_path), True, inputs=(mask_path,),
                       claim=world.is_main)
-    masked = read_masked_dataset(mask_path)  # observed labels only: never the true ones
-    if resume:
-        run = resume_run(mask_path, out_path, options, train_overrides, torch_device)
-    else:
-        options, settings, reasons = apply_preset(preset, masked, options, train_overrides)
-        objective, train_config = split_settings(settings)
-        run = new_run(masked, mask_path, options, train_config, torch_device, objective)
-        run.meta.auto_choice = list(reasons)  # stored in the checkpoint, shown by train
+    plan = plan_data(mask_path, torch_device, stream)
+    # observed labels only: never the true ones
+    masked = read_masked_dataset(mask_path, stream_cache_bytes=plan.cache_bytes
+                                 if plan.streamed else None)
+    try:
+        if resume:
+            run = resume_run(mask_path, out_path, options, train_overrides, torch_device)
+        else:
+            options, settings, reasons = apply_preset(preset, masked, options, train_overrides)
+            objective, train_config = split_settings(settings)
+            run = new_run(masked, mask_path, options, train_config, torch_device, objective)
+            run.meta.auto_choice = list(reasons)  # stored in the checkpoint, shown by train
+    except BaseException:
+        if isinstance(masked.x_train, MaskRows):
+            masked.x_train.close()
+        raise
+    run.meta.data_path = plan.describe()
     return run, masked
 
 

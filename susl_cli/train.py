@@ -292,7 +292,7 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer,
     sums = torch.zeros((), device=device)  # running sums of the logged terms, on the device
     start = reported = time.perf_counter()
     for step, (idx_u, idx_l) in enumerate(zip(batches_u, batches_l, strict=True), start=1):
-        x_u = maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator) \
+        x_u = maybe_binarise(data.unlabelled_batch(idx_u), data.binarise, generator) \
             if idx_u is not None else None
         x_l = y_l = None
         if idx_l is not None:
@@ -349,6 +349,7 @@ def train_mask_file(
     observer: Observer | None = None,
     discovery: DiscoveryOptions | None = None,
     world: World = SINGLE,
+    stream: bool | None = None,
 ) -> Run:
     """Train (or resume training) a model on a mask file, checkpointing to `out_path`.
 
@@ -356,13 +357,15 @@ def train_mask_file(
     come from the preset (paper Table A.1 for the mask's dataset) or the configs' defaults.
     A finished run's extra components are then grouped into discovered classes
     (susl_cli/discover.py), stored in the checkpoint. Under torchrun every process calls
-    this with its `world` (process group joined: susl_cli/distributed.py).
+    this with its `world` (process group joined: susl_cli/distributed.py). `stream` True
+    leaves the unlabelled rows in the mask file and reads each batch from it, False holds
+    them in memory; None lets the memory check decide (training_data.plan_data).
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
     try:  # under DDP every process checks; one failing stops the others (distributed.agree)
         torch_device = training_device(world, resolve_device(device), device)
         run, masked = prepare_run(mask_path, out_path, options, train_overrides, preset,
-                               torch_device, resume, overwrite, world)
+                               torch_device, resume, overwrite, world, stream)
         check_batch_sizes(world, run.train_config.batch_size,
                           run.train_config.labelled_batch_size)
     except BaseException:
@@ -371,9 +374,10 @@ def train_mask_file(
         raise
     agree(world, ok=True)
     run.meta.world_size = world.size  # the checkpoint records how many processes trained it
-    data = prepare_data(run, masked.x_train, masked.y_observed, torch_device)
-    run = fit(run, data, out_path, observer, world)
-    if world.is_main:  # the others are done: discovery is process 0's alone
-        store_discovery(run, out_path, discover_run(run, masked.x_train,
-                                                    discovery or DiscoveryOptions()))
+    data = prepare_data(run, masked.x_train, masked.y_observed, torch_device, world)
+    with contextlib.closing(data):  # streamed: the mask file stays open until discovery ends
+        run = fit(run, data, out_path, observer, world)
+        if world.is_main:  # the others are done: discovery is process 0's alone
+            store_discovery(run, out_path, discover_run(run, masked.x_train,
+                                                        discovery or DiscoveryOptions()))
     return run

@@ -45,6 +45,21 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture
+def fake_gpus(monkeypatch: pytest.MonkeyPatch):
+    """fake_gpus(G, *names): torch sees G CUDA GPUs (G = 0: no CUDA), named after `names`
+    in turn (default "NVIDIA H200"), to test GPU placement on a machine without one."""
+    import torch
+
+    def fake(count: int, *names: str) -> None:
+        names = names or ("NVIDIA H200",)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "get_device_name",
+                            lambda device: names[torch.device(device).index % len(names)])
+    return fake
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never touch the user's real cache folder from tests."""

@@ -4,9 +4,11 @@ environment torchrun would set (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
     python tests/ddp_worker.py MASK OUT_DIR STEP
 
 First the sharded objective's loss and gradient on toy batches (saved to
-OUT_DIR/rank<r>.pt), then a training run to OUT_DIR/dies.h5 in which process 1 dies at step
-STEP of epoch 2; the survivor prints its one-line PeerFailure and exits 75. One launch for
-both: every process start costs seconds of imports.
+OUT_DIR/rank<r>.pt), then a streamed training run to OUT_DIR/streamed.h5 (the file rows each
+process asked the mask for, call by call, saved to OUT_DIR/reads<r>.npz), then a training run
+to OUT_DIR/dies.h5 in which process 1 dies at step STEP of epoch 2; the survivor prints its
+one-line PeerFailure and exits 75. One launch for all: every process start costs seconds of
+imports.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -22,10 +25,15 @@ from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.distributed import PeerFailure, join, leave, world_from_env, wrap
 from susl_cli.models import Batch, GuardState, build_model
 from susl_cli.runs import ModelOptions
+from susl_cli.storage.rows import MaskRows
 from susl_cli.train import train_mask_file
 from susl_cli.training_data import shard_batch
 
 K, D = 4, 10
+STREAM_OPTIONS = ModelOptions(extra_components=4, settings={"hidden_units": 16,
+                                                            "latent_dim": 2})
+STREAM_OVERRIDES = {"epochs": 2, "batch_size": 20, "labelled_batch_size": 10,
+                    "learning_rate": 0.01, "seed": 0, "marginal_kl": 1.0}
 
 
 def toy_model(estimator: str) -> torch.nn.Module:
@@ -67,6 +75,31 @@ def gradients(world, out_dir: Path) -> None:
     torch.save(found, out_dir / f"rank{world.rank}.pt")
 
 
+def recording_reads(calls: list[np.ndarray]):
+    """MaskRows.take that also records the rows asked for (install with setattr)."""
+    take = MaskRows.take
+
+    def recorded(self: MaskRows, rows: np.ndarray) -> np.ndarray:
+        calls.append(np.array(rows, dtype=np.int64))
+        return take(self, rows)
+
+    return recorded
+
+
+def streamed(world, mask: Path, out_dir: Path) -> None:
+    """Train with the unlabelled rows streamed; save the rows this process read, per call."""
+    calls: list[np.ndarray] = []
+    take = MaskRows.take
+    MaskRows.take = recording_reads(calls)  # type: ignore[method-assign]
+    try:
+        train_mask_file(mask, out_dir / "streamed.h5", options=STREAM_OPTIONS,
+                        train_overrides=STREAM_OVERRIDES, device="cpu", world=world,
+                        stream=True)
+    finally:
+        MaskRows.take = take  # type: ignore[method-assign]
+    np.savez(out_dir / f"reads{world.rank}.npz", *calls)
+
+
 class DieAt:
     """An observer that ends process 1 abruptly (no cleanup) at step `step` of epoch 2."""
 
@@ -93,6 +126,7 @@ def main(mask: Path, out_dir: Path, step: int) -> None:
                  torch.device("cpu"))
     try:
         gradients(world, out_dir)
+        streamed(world, mask, out_dir)
         options = ModelOptions(extra_components=2, settings={"hidden_units": 16,
                                                              "latent_dim": 2})
         train_mask_file(mask, out_dir / "dies.h5", options=options, train_overrides={

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,8 @@ from susl_cli.distributed import World, check_batch_sizes, world_from_env
 from susl_cli.errors import ConfigError, UsageError
 from susl_cli.models.shard import rows_of
 from susl_cli.runs import load_model
+from susl_cli.storage.rows import MaskRows
+from susl_cli.train import train_mask_file
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
@@ -202,3 +205,30 @@ def test_a_process_that_dies_ends_the_others_with_one_line_and_the_run_resumes(
                                  "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert load_model(out).epoch == 4
+
+
+def test_each_process_streams_only_its_rows_of_each_global_batch(
+        tiny_image_mask, workers, tmp_path, monkeypatch) -> None:
+    """Call by call, the rows the 2 processes asked the mask file for (a streamed run in
+    tests/ddp_worker.py) split the rows one process asks for (rows_of); only the labelled
+    rows, held in memory, are read by both. The trajectory is the one-process one."""
+    from tests.ddp_worker import STREAM_OPTIONS, STREAM_OVERRIDES, recording_reads
+
+    folder, results, _ = workers
+    calls: list[np.ndarray] = []
+    monkeypatch.setattr(MaskRows, "take", recording_reads(calls))
+    train_mask_file(tiny_image_mask, tmp_path / "one.h5", options=STREAM_OPTIONS,
+                    train_overrides=STREAM_OVERRIDES, device="cpu", stream=True)
+    ranks = []
+    for r in range(2):
+        with np.load(folder / f"reads{r}.npz") as saved:
+            ranks.append([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    assert len(ranks[0]) == len(ranks[1]) == len(calls) > 2, results[0][1][-2000:]
+    np.testing.assert_array_equal(ranks[0][0], calls[0])  # the labelled rows
+    np.testing.assert_array_equal(ranks[1][0], calls[0])
+    for whole, first, second in zip(calls[1:], ranks[0][1:], ranks[1][1:], strict=True):
+        np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+        assert abs(len(first) - len(second)) <= 1
+    one, two = load_model(tmp_path / "one.h5"), load_model(folder / "streamed.h5")
+    assert two.meta.world_size == 2 and two.meta.data_path.startswith("streamed from")
+    _assert_same_history(one.history, two.history)

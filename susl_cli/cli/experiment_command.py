@@ -100,10 +100,16 @@ def experiment(
     preset: str = typer.Option(None, "--preset", help="auto (the paper's Table A.1 sizes where "
                                "it has the dataset), paper or default" + _default("preset")),
     jobs: int = typer.Option(None, "--jobs", "-j", help="Runs trained in parallel processes, "
-                             "each with cores/jobs threads" + _default("jobs")),
+                             "each with cores/jobs threads \\[default: one per GPU on CUDA, "
+                             "else 1]. On CUDA (--device cuda, or auto with a GPU) with G GPUs, "
+                             "process slot s trains on cuda:(s mod G): --jobs 4 on 2 GPUs puts "
+                             "2 runs on each; --device cuda:N puts every run on GPU N."),
     settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE training or model option "
                                        "for every run, e.g. alpha=10 or hidden_units=500 "
                                        "(repeatable)."),
+    batch_seeds: bool = typer.Option(False, "--batch-seeds", help="Train each cell's seeds "
+                                     "as one batched model in one process (each seed's "
+                                     "results as if trained alone, to float rounding)."),
     device: str = DEVICE_OPTION,
     data_dir: Path = DATA_DIR_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -122,7 +128,7 @@ def experiment(
     config = ExperimentConfig(
         table=table.strip().lower(), dataset=dataset, out_dir=out, device=device,
         models=parse_names(models, dash="-"), regimes=parse_names(regimes),
-        settings=parse_settings(settings or []),
+        settings=parse_settings(settings or []), batch_seeds=batch_seeds,
         **{k: v for k, v in given.items() if v is not None})
     observer = GridProgress(quiet or as_json)
     tune_cpu_for(config.device)  # process-wide: the CLI opts in, as `susl train` does
@@ -130,7 +136,7 @@ def experiment(
         result = run_experiment(config, observer)
     finally:
         observer.close()
-    report = write_reports(result, command_line(config))
+    report = write_reports(result, command_line(config, len(result.slots)))
     if as_json:
         typer.echo(json.dumps(_payload(config, result.rows, report, result.wall_seconds),
                               indent=2, allow_nan=False))
@@ -138,8 +144,9 @@ def experiment(
         _render(config, report, result.rows)
 
 
-def command_line(config: ExperimentConfig) -> str:
-    """The command, spelt out in full, that reproduces this grid (written into the report)."""
+def command_line(config: ExperimentConfig, jobs: int) -> str:
+    """The command, spelt out in full, that reproduces this grid (written into the report);
+    `jobs`: the processes it ran with (the default depends on the machine's GPUs)."""
     parts = ["susl", "experiment", config.table, "--dataset", config.dataset,
              "--seeds", str(config.seeds), "--epochs", str(config.epochs),
              "--models", ",".join(config.model_names),
@@ -148,11 +155,13 @@ def command_line(config: ExperimentConfig) -> str:
         parts += ["--label-fraction", f"{config.label_fraction:g}"]
     if config.preset != "auto":
         parts += ["--preset", config.preset]
-    parts += ["--jobs", str(config.jobs), "--device", config.device, "--out", str(config.out_dir)]
+    parts += ["--jobs", str(jobs), "--device", config.device, "--out", str(config.out_dir)]
     if config.data_dir is not None:
         parts += ["--data-dir", str(config.data_dir)]
     for key, value in config.settings:
         parts += ["--set", f"{key}={value}"]
+    if config.batch_seeds:
+        parts.append("--batch-seeds")
     return shlex.join(parts)
 
 

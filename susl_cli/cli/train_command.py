@@ -208,6 +208,12 @@ def train(
         False, "--resume", help="Continue the interrupted run in OUT. On a finished run, "
         "--resume --epochs N trains on to N epochs in total with a warm restart: the learning "
         "rate restarts at its base value and decays along a new cosine over the added epochs."),
+    stream: bool = typer.Option(
+        None, "--stream/--no-stream", help="--stream leaves the unlabelled rows in the mask "
+        "file and reads each batch from it (block-shuffled: blocks of one HDF5 chunk of rows "
+        "in random order, rows shuffled within a few blocks), for data larger than memory; "
+        "--no-stream loads them \\[default: streamed only when the rows would take more than "
+        "half the free memory; the summary's data line says which]."),
     dist_timeout: float = typer.Option(
         DEFAULT_TIMEOUT_S, "--dist-timeout", help="Under torchrun: seconds a process waits for "
         "the others at a collective before it stops with one line (a dead or stuck process)."),
@@ -253,7 +259,8 @@ def train(
         world = join(world, training_device(world, resolve_device(device), device))
         run = train_mask_file(mask_file, out, options=options, train_overrides=overrides,
                               preset=preset, device=device, resume=resume, overwrite=overwrite,
-                              observer=observer, discovery=discovery, world=world)
+                              observer=observer, discovery=discovery, world=world,
+                              stream=stream)
     except BaseException:
         observer.close(interrupted=True)
         raise

@@ -40,6 +40,7 @@ def run_summary(run: Run, out: Path, world: World | None = None) -> dict:
         "label_source": run.meta.label_source,
         "discovery": run.meta.discovery,
         "chosen": list(run.meta.auto_choice or []),
+        "data": run.meta.data_path,
     }
 
 
@@ -115,6 +116,7 @@ def summary_table(s: dict) -> Table:
                                                     s.get("labelled_share_cap", 0.0))),
             ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
+            *([("data", s["data"])] if s.get("data") else []),
             *_processes_rows(s),
             ("learning rate", f"{s['learning_rate']:g}, {_schedule_text(s)}"),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),

@@ -14,7 +14,7 @@ Layout (HDF5, written atomically by `atomic_h5_write`):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from susl_cli.storage.h5 import (
     verify_file,
     write_array,
 )
+from susl_cli.storage.rows import MaskRows
 
 __all__ = [
     "MaskMetadata", "MaskedDataset", "describe_masked_dataset", "file_sha256",
@@ -95,7 +96,7 @@ class MaskMetadata:
 class MaskedDataset:
     """Training inputs with partly observed labels, the untouched test set and the metadata."""
 
-    x_train: np.ndarray            # (N, ...) float32
+    x_train: np.ndarray | MaskRows  # (N, ...) float32; MaskRows: left on disk (streamed)
     y_observed: np.ndarray         # (N,) int64, -1 = unlabelled
     x_test: np.ndarray | None      # (M, ...) float32, or None
     y_test: np.ndarray | None      # (M,) int64, or None
@@ -134,7 +135,7 @@ def write_masked_dataset(path: Path, masked: MaskedDataset, overwrite: bool = Fa
         f.attrs[ATTR_INPUT_KIND] = masked.input_kind
         f.attrs[ATTR_SEED] = masked.metadata.seed
         train = f.create_group(GROUP_TRAIN)
-        write_array(train, "x", masked.x_train.astype(np.float32, copy=False))
+        write_array(train, "x", masked.x_train.astype(np.float32, copy=False), by_rows=True)
         write_array(train, "y_observed", masked.y_observed.astype(np.int64, copy=False))
         if masked.x_test is not None and masked.y_test is not None:
             test = f.create_group(GROUP_TEST)
@@ -147,19 +148,28 @@ def write_masked_dataset(path: Path, masked: MaskedDataset, overwrite: bool = Fa
     return Path(path)
 
 
-def read_masked_dataset(path: Path, *, with_true_labels: bool = False) -> MaskedDataset:
+def read_masked_dataset(path: Path, *, with_true_labels: bool = False,
+                        stream_cache_bytes: int | None = None) -> MaskedDataset:
     """Load a masked-dataset file, checking shapes, types and label ranges.
 
     The evaluation-only true labels are loaded only with `with_true_labels=True` (evaluation
     code); training calls this without it, so it cannot read them by accident.
+    With `stream_cache_bytes` the training inputs stay on disk: x_train is an open `MaskRows`
+    (that HDF5 chunk cache; the caller closes it), the test set is not read, and the inputs'
+    finiteness is checked as they are read (preprocess.fit_transform).
     """
     with open_for_reading(Path(path), KIND_MASKED_DATASET) as f:
         metadata = MaskMetadata.from_json(get_json_attr(f, ATTR_METADATA))
         class_names = tuple(str(c) for c in get_json_attr(f, ATTR_CLASS_NAMES))
-        x_train = read_array(f[GROUP_TRAIN], "x")
+        streamed = stream_cache_bytes is not None
+        problem = _layout_problem(f) if streamed else None
+        if problem:
+            raise FileFormatError(f"{str(path)!r} is inconsistent ({problem}): recreate it "
+                                  "with susl mask")
+        x_train = None if streamed else read_array(f[GROUP_TRAIN], "x")
         y_observed = read_array(f[GROUP_TRAIN], "y_observed")
         x_test = y_test = y_true = None
-        if GROUP_TEST in f:
+        if GROUP_TEST in f and not streamed:
             x_test, y_test = read_array(f[GROUP_TEST], "x"), read_array(f[GROUP_TEST], "y")
         if with_true_labels and GROUP_EVAL in f:
             y_true = read_array(f[GROUP_EVAL], "y_train_true")
@@ -168,7 +178,16 @@ def read_masked_dataset(path: Path, *, with_true_labels: bool = False) -> Masked
             class_names=class_names, input_kind=str(f.attrs[ATTR_INPUT_KIND]),
             metadata=metadata, y_train_true=y_true,
         )
-    _validate(Path(path), masked)
+    if stream_cache_bytes is None:
+        _validate(Path(path), masked)
+        return masked
+    # the file is verified and closed: reopen it for reading rows
+    masked = replace(masked, x_train=MaskRows(Path(path), stream_cache_bytes))
+    try:
+        _validate(Path(path), masked)
+    except FileFormatError:
+        masked.x_train.close()
+        raise
     return masked
 
 
@@ -187,7 +206,7 @@ def _validate(path: Path, m: MaskedDataset) -> None:
     if m.input_kind not in INPUT_KINDS:
         raise bad(f"unknown input kind {m.input_kind!r}")
     for name, x in (("train", m.x_train), ("test", m.x_test)):
-        if x is not None and x.size and not np.isfinite(x).all():
+        if isinstance(x, np.ndarray) and x.size and not np.isfinite(x).all():
             raise bad(f"{name} inputs contain NaN or infinite values")
     observed = m.y_observed[m.y_observed >= 0]
     below = m.y_observed.size > 0 and m.y_observed.min() < -1

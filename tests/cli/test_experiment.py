@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import queue
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,6 +64,7 @@ def test_table2_grid_writes_tables_then_resumes(tiny_npz: Path, tmp_path: Path, 
     assert "| M2 (SSVAE) | measured |" in markdown and "| GM-DGM | paper | — | — | — |" in markdown
     assert "Reduced run: 1 epoch, not the paper's 400" in markdown
     assert "--set extra_components=4" in markdown and "Hardware: CPU" in markdown
+    assert "; 1 job on the CPU;" in markdown and "--jobs 1 --device cpu" in markdown
 
     stamps = {p: p.stat().st_mtime_ns for p in checkpoints}
     again = runner.invoke(app, [*args, "--json"])
@@ -90,8 +92,8 @@ def test_table1_scores_the_labelled_classes_only(tiny_npz: Path, tmp_path: Path,
     # spawning two interpreters that import torch would cost more than the whole test.
     threads: list[int] = []
     monkeypatch.setattr(experiment_runs.multiprocessing, "get_context",
-                        lambda method: SimpleNamespace(Pool=ThreadPool))
-    monkeypatch.setattr(experiment_runs, "_init_worker", threads.append)
+                        lambda method: SimpleNamespace(Pool=ThreadPool, Queue=queue.Queue))
+    monkeypatch.setattr(experiment_runs, "_init_worker", lambda n, slots: threads.append(n))
     out = tmp_path / "t1"
     result = runner.invoke(app, ["experiment", "table1", "--dataset", str(tiny_npz), *TINY,
                                  "--jobs", "2", "--json", "--out", str(out)])
@@ -102,8 +104,10 @@ def test_table1_scores_the_labelled_classes_only(tiny_npz: Path, tmp_path: Path,
     # Labelled classes are the first half, {0, 1}: 10 test points each; K = 2 in both arms.
     assert [(r["n_points"], r["n_components"]) for r in rows] == [(20, 2), (20, 2)]
     assert all(r["novel_acc_majority"] is None for r in rows)
+    assert [r["device"] for r in rows] == ["cpu", "cpu"]
     markdown = (out / "table1_tiny.md").read_text()
     assert "accidental SUS" in markdown and "--jobs 2" in markdown
+    assert "; 2 jobs on the CPU;" in markdown
     assert len(_rows(out / "table1_tiny.csv")) == 2
 
 
@@ -162,3 +166,64 @@ def test_terminal_table_names_each_model_by_its_registered_title(tmp_path: Path)
     first_cells = [line.split("│")[1].strip() for line in console.export_text().splitlines()
                    if line.count("│") > 2]  # the body's rows (the header has ┃)
     assert first_cells == ["M2 (SSVAE)", "GM-DGM", "GM-DGM (mean-field)", "ADGM", "AGM-DGM"]
+
+
+def test_batch_seeds_trains_each_cell_as_one_batch_with_the_same_results(
+        tiny_npz: Path, tmp_path: Path, runner, monkeypatch: pytest.MonkeyPatch):
+    import numpy as np
+
+    from susl_cli import seed_batch
+    from susl_cli.runs import load_model
+
+    batched_calls: list[list[int]] = []
+    fit_seeds = seed_batch.fit_seeds
+
+    def recording(runs, *args, **kwargs):
+        batched_calls.append([r.train_config.seed for r in runs])
+        return fit_seeds(runs, *args, **kwargs)
+
+    monkeypatch.setattr(seed_batch, "fit_seeds", recording)
+    # --jobs 2 (below) through a pool of one thread standing in for the spawn pool: threads
+    # would share torch's global RNG, which seeds each run's initialisation (processes do not)
+    monkeypatch.setattr(experiment_runs.multiprocessing, "get_context",
+                        lambda method: SimpleNamespace(Pool=lambda n, **kw: ThreadPool(1, **kw),
+                                                       Queue=queue.Queue))
+    monkeypatch.setattr(experiment_runs, "_init_worker", lambda n, slots: None)
+    grid = ["experiment", "table2", "--dataset", str(tiny_npz), "--seeds", "2", "--epochs",
+            "2", "--device", "cpu", "--models", "gmdgm", "--regimes", "us,sus",
+            "--set", "hidden_units=8", "--set", "latent_dim=2", "--set", "batch_size=50",
+            "--set", "labelled_batch_size=20", "--set", "extra_components=4", "--quiet"]
+    alone = runner.invoke(app, [*grid, "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.stderr
+    assert batched_calls == []  # off by default
+    batched = runner.invoke(app, [*grid, "--out", str(tmp_path / "batched"), "--batch-seeds",
+                                  "--jobs", "2"])
+    assert batched.exit_code == 0, batched.stderr
+    # each cell's seeds as one batch, a worker each: US shares one mask, SUS has one per seed
+    assert batched_calls == [[0, 1], [0, 1]]
+    assert "--batch-seeds" in (tmp_path / "batched" / "table2_tiny.md").read_text()
+    rows_alone = _rows(tmp_path / "alone" / "table2_tiny.csv")
+    rows_batched = _rows(tmp_path / "batched" / "table2_tiny.csv")
+    assert len(rows_alone) == len(rows_batched) == 4
+    for a, b in zip(rows_alone, rows_batched, strict=True):
+        assert (a["regime"], a["seed"], a["epochs"], a["completed"]) == \
+            (b["regime"], b["seed"], b["epochs"], b["completed"])
+        run_a, run_b = load_model(Path(a["checkpoint"])), load_model(Path(b["checkpoint"]))
+        assert run_b.meta.seed == int(b["seed"]) and run_b.meta.discovery == run_a.meta.discovery
+        for key, value in run_a.model.state_dict().items():
+            np.testing.assert_allclose(run_b.model.state_dict()[key], value, rtol=1e-4,
+                                       atol=1e-5, err_msg=key)
+
+
+def test_seed_groups_join_a_cells_seeds_to_train_only(tmp_path: Path):
+    config = ExperimentConfig(table="table2", dataset="mnist", out_dir=tmp_path, seeds=3,
+                              epochs=1, models=("m2", "gmdgm"), regimes=("us", "sus"))
+    tasks = make_tasks(plan_experiment(config, 10), lambda path: "sha")
+    assert [len(u) for u in experiment_runs.seed_groups(tasks, False)] == [1] * 12
+    units = experiment_runs.seed_groups(tasks, True)
+    assert sorted(len(u) for u in units) == [3, 3, 3, 3]
+    for unit in units:
+        assert len({(t.run.regime, t.run.model) for t in unit}) == 1
+        assert [t.run.seed for t in unit] == [0, 1, 2]
+    skipped = [tasks[0].__class__(**{**tasks[0].__dict__, "action": "skip"}), *tasks[1:]]
+    assert sorted(len(u) for u in experiment_runs.seed_groups(skipped, True)) == [1, 2, 3, 3, 3]

@@ -95,7 +95,7 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
 def test_failure_mid_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def failing_write_array(group, name, array):
+    def failing_write_array(group, name, array, **options):
         calls.append(name)
         if len(calls) == 2:
             raise RuntimeError("simulated crash while writing")
