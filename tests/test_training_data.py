@@ -29,11 +29,20 @@ from susl_cli.training_data import (
     plan_data,
     prepare_data,
 )
+from tests.data_helpers import mask_file, write_tiny_npz
 from tests.ddp_worker import STREAM_OPTIONS, STREAM_OVERRIDES
 
 CPU = torch.device("cpu")
 TRAIN = ["--batch-size", "20", "--labelled-batch-size", "10", "--extra-components", "4",
          "--hidden-units", "16", "--latent-dim", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_mask(tmp_path_factory) -> Path:
+    """The conftest's tiny 6x6 'images' (4 classes, 0-1 labelled) as mask.h5, the name the
+    data-path descriptions below quote."""
+    folder = tmp_path_factory.mktemp("stream")
+    return mask_file(write_tiny_npz(folder / "tiny.npz", image=True), folder / "mask.h5")
 
 
 def _free(monkeypatch, n_bytes: int | None) -> None:
@@ -44,34 +53,34 @@ def _free(monkeypatch, n_bytes: int | None) -> None:
 # -- the plan -------------------------------------------------------------------------------
 
 def test_the_plan_streams_when_the_rows_would_not_fit_and_says_which_path(
-        tiny_image_mask, monkeypatch) -> None:
-    n_rows, shape, chunk = train_layout(tiny_image_mask)
+        tiny_mask, monkeypatch) -> None:
+    n_rows, shape, chunk = train_layout(tiny_mask)
     need = IN_MEMORY_COPIES * n_rows * int(np.prod(shape)) * 4
     _free(monkeypatch, 1000)
-    plan = plan_data(tiny_image_mask, CPU, None)
+    plan = plan_data(tiny_mask, CPU, None)
     assert plan.streamed and plan.need_bytes == need and plan.block_rows == chunk
     assert plan.describe() == (f"streamed from mask.h5 in blocks of {chunk:,} rows (in memory "
                                f"it needs ~{format_bytes(need)}, 1000 bytes free)")
-    assert plan_data(tiny_image_mask, CPU, False).describe() == (
+    assert plan_data(tiny_mask, CPU, False).describe() == (
         f"in memory (--no-stream; needs ~{format_bytes(need)}, 1000 bytes free)")
     _free(monkeypatch, 10**12)
-    assert plan_data(tiny_image_mask, CPU, None).describe() == (
+    assert plan_data(tiny_mask, CPU, None).describe() == (
         f"in memory (needs ~{format_bytes(need)}, {format_bytes(10**12)} free)")
-    assert plan_data(tiny_image_mask, CPU, True).describe().startswith(
+    assert plan_data(tiny_mask, CPU, True).describe().startswith(
         f"streamed from mask.h5 in blocks of {chunk:,} rows (--stream; in memory it needs")
     _free(monkeypatch, None)  # the OS does not say: in memory, as before
-    assert plan_data(tiny_image_mask, CPU, None).describe().endswith("free memory unknown)")
+    assert plan_data(tiny_mask, CPU, None).describe().endswith("free memory unknown)")
 
 
 def test_a_tight_budget_streams_and_no_stream_overrides_it_in_the_summary(
-        tiny_image_mask, tmp_path, runner, monkeypatch) -> None:
+        tiny_mask, tmp_path, runner, monkeypatch) -> None:
     _free(monkeypatch, 1000)
-    result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--epochs", "1",
+    result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--epochs", "1",
                                  "--out", str(tmp_path / "s.h5")])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if "│ data" in line)
     assert "streamed from mask.h5 in blocks of" in row and "1000 bytes free" in row
-    result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--epochs", "1", "--json",
+    result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--epochs", "1", "--json",
                                  "--no-stream", "--out", str(tmp_path / "m.h5")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data"].startswith("in memory (--no-stream; needs ~")
@@ -101,11 +110,11 @@ def test_the_block_shuffle_visits_every_row_once_window_by_window() -> None:
 
 # -- batches, diagnostics, quality, determinism, resume -------------------------------------
 
-def test_streamed_training_matches_in_memory_quality(tiny_image_mask, tmp_path, runner) -> None:
+def test_streamed_training_matches_in_memory_quality(tiny_mask, tmp_path, runner) -> None:
     scores = {}
     for flag in ("--stream", "--no-stream"):
         out = tmp_path / f"run{flag}.h5"
-        result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--epochs", "10",
+        result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--epochs", "10",
                                      "--learning-rate", "0.03", flag, "--json", "--quiet",
                                      "--out", str(out)])
         assert result.exit_code == 0, result.output
@@ -125,8 +134,8 @@ def test_streamed_training_matches_in_memory_quality(tiny_image_mask, tmp_path, 
     assert losses[0] == pytest.approx(losses[1], rel=0.1)
     # the same model reads the same rows and diagnostics both ways
     run = load_model(tmp_path / "run--stream.h5")
-    in_memory = read_masked_dataset(tiny_image_mask)
-    on_disk = read_masked_dataset(tiny_image_mask, stream_cache_bytes=1 << 20)
+    in_memory = read_masked_dataset(tiny_mask)
+    on_disk = read_masked_dataset(tiny_mask, stream_cache_bytes=1 << 20)
     whole = prepare_data(run, in_memory.x_train, in_memory.y_observed, CPU)
     streamed_data = prepare_data(run, on_disk.x_train, on_disk.y_observed, CPU)
     with contextlib.closing(streamed_data):
@@ -165,14 +174,14 @@ def _streamed(mask: Path, out: Path, **kwargs) -> None:
 
 
 def test_streamed_runs_are_deterministic_and_resume_where_they_stopped(
-        tiny_image_mask, tmp_path) -> None:
+        tiny_mask, tmp_path) -> None:
     one, two, stopped = tmp_path / "one.h5", tmp_path / "two.h5", tmp_path / "stopped.h5"
-    _streamed(tiny_image_mask, one)
-    _streamed(tiny_image_mask, two)
+    _streamed(tiny_mask, one)
+    _streamed(tiny_mask, two)
     with pytest.raises(SuslError, match="interrupted during epoch 3"):
-        _streamed(tiny_image_mask, stopped, observer=_StopAt(3))
+        _streamed(tiny_mask, stopped, observer=_StopAt(3))
     assert load_model(stopped).epoch == 2
-    _streamed(tiny_image_mask, stopped, resume=True)
+    _streamed(tiny_mask, stopped, resume=True)
     runs = [load_model(p) for p in (one, two, stopped)]
     assert runs[2].epoch == 3 and runs[0].meta.data_path.startswith("streamed from")
     for run in runs[1:]:
