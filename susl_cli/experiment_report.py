@@ -21,6 +21,7 @@ import torch
 
 from susl_cli import __version__
 from susl_cli.metrics import summarise_runs
+from susl_cli.models import model_title
 from susl_cli.placement import describe_placement
 from susl_cli.storage.atomic import write_text_atomic
 
@@ -71,7 +72,6 @@ TABLE1_DESIGN = ("- Design: the SS arm trains and tests on the labelled classes 
                  "are scored on the test points of the labelled classes.")
 REGIME_TITLES = {"us": "US", "ss": "SS", "sus": "SUS",
                  "ss_known": "SS (labelled classes only)", "acc_sus": "accidental SUS"}
-MODEL_TITLES = {"m2": "M2 (SSVAE)", "gmdgm": "GM-DGM"}
 _DETAIL_COLUMNS = (("cluster_acc_majority", "majority"), ("cluster_acc_hungarian", "Hungarian"),
                    ("known_acc_classifier", "known (classifier)"),
                    ("known_acc_majority", "known (majority)"),
@@ -185,7 +185,7 @@ def _main_table(config: ExperimentConfig, cells: Sequence[Cell]) -> list[str]:
     lines = ["| model | | " + " | ".join(REGIME_TITLES[r] for r in regimes) + " |",
              "|---|---|" + "---:|" * len(regimes)]
     for model in config.model_names:
-        title = MODEL_TITLES.get(model, model)
+        title = model_title(model)
         measured = [format_mean_sd(*by_key[(model, r)].stats[metric]) if (model, r) in by_key
                     else "—" for r in regimes]
         paper = [format_paper(paper_number(config.table, config.dataset_key, model, r))
@@ -201,7 +201,7 @@ def _detail_table(cells: Sequence[Cell]) -> list[str]:
     for c in cells:
         values = [format_mean_sd(*c.stats[name], percent=name != "n_components_used")
                   for name, _ in _DETAIL_COLUMNS]
-        lines.append(f"| {MODEL_TITLES.get(c.model, c.model)} | {REGIME_TITLES[c.regime]} | "
+        lines.append(f"| {model_title(c.model)} | {REGIME_TITLES[c.regime]} | "
                      f"{c.n_runs} | " + " | ".join(values) + " |")
     return lines
 

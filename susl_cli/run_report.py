@@ -22,6 +22,7 @@ from susl_cli import __version__
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, evaluate_checkpoint
 from susl_cli.metrics import entropy
+from susl_cli.models import model_label
 from susl_cli.storage.atomic import write_text_atomic
 from susl_cli.storage.files import check_output_path
 from susl_cli.training_log import history_columns
@@ -78,7 +79,7 @@ def _settings(e: Evaluation) -> Section:
                                                         "points)"],
             ["dataset", f"{meta.dataset} ({meta.regime})"],
             ["labelled classes", ", ".join(map(str, meta.labelled_classes)) or "none"],
-            ["model", f"{mc.model}, K = {mc.n_components} components ({mc.n_labelled} "
+            ["model", f"{model_label(mc.model)}, K = {mc.n_components} components ({mc.n_labelled} "
                       f"labelled), latent {mc.latent_dim}, hidden {mc.hidden_units}, "
                       f"{mc.likelihood} likelihood, input features "
                       f"{getattr(mc, 'input_features', 'raw')}"],
@@ -107,9 +108,9 @@ def _confusion(e: Evaluation) -> Section:
     columns = [*names, "unmapped"]
     counts = np.asarray(e.metrics.confusion)
     rows = [[names[i], *(f"{c:g}" for c in counts[i])] for i in range(len(names))]
-    png = _render(lambda p: plots.plot_confusion(
-        counts, names, columns, p, f"{Path(e.checkpoint).name} ({e.run.model_config.model}) "
-        f"on {e.run.meta.dataset}: true x mapped class"))
+    title = (f"{Path(e.checkpoint).name} ({model_label(e.run.model_config.model)}) "
+             f"on {e.run.meta.dataset}: true x mapped class")
+    png = _render(lambda p: plots.plot_confusion(counts, names, columns, p, title))
     return Section("Confusion matrix (true class x mapped class, majority mapping)",
                    tables=[(["true \\ predicted", *columns], rows)],
                    figures=[("confusion matrix", png)])

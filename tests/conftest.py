@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
+
+from tests.data_helpers import mask_file, write_blob_npz, write_tiny_npz
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
@@ -65,57 +66,46 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("SUSL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-def _write_tiny_npz(path: Path, image: bool, seed: int = 0) -> Path:
-    """Four well-separated classes, 50 training and 10 test points each.
-
-    image=True: (N, 6, 6) values in [0, 1] (an "image" dataset, Bernoulli likelihood);
-    image=False: (N, 12) real values (Gaussian likelihood).
-    """
-    rng = np.random.default_rng(seed)
-    shape = (6, 6) if image else (12,)
-    dim = int(np.prod(shape))
-    # Nearly binary image centres: knowing the class saves many nats of reconstruction, so the
-    # latent code (and a component per class) is worth using even in a 3-epoch run.
-    centres = (np.where(rng.random((4, dim)) < 0.5, 0.05, 0.95) if image
-               else rng.normal(0, 3, (4, dim)))
-    y = np.repeat(np.arange(4), 60)
-    noise = rng.normal(0, 0.05 if image else 0.5, (len(y), dim))
-    x = centres[y] + noise
-    if image:
-        x = np.clip(x, 0, 1)
-    x = x.reshape(len(y), *shape).astype(np.float32)
-    test = np.arange(len(y)) % 6 == 0
-    np.savez(path, x=x[~test], y=y[~test], x_test=x[test], y_test=y[test])
-    return path
-
-
-def _mask_and_train(folder: Path, image: bool, model: str = "gmdgm") -> tuple[Path, Path]:
-    from susl_cli.cli import app
-
-    runner = CliRunner()
-    source = _write_tiny_npz(folder / "tiny.npz", image)
-    mask = folder / "tiny-mask.h5"
-    result = runner.invoke(app, ["mask", "--dataset", str(source), "--labelled-classes", "0-1",
-                                 "--out", str(mask)])
-    assert result.exit_code == 0, result.output
-    run = folder / "tiny-run.h5"
-    result = runner.invoke(app, ["train", str(mask), "--model", model, "--epochs", "3",
-                                 "--batch-size", "20", "--labelled-batch-size", "10",
-                                 "--extra-components", "4", "--hidden-units", "16",
-                                 "--latent-dim", "2", "--learning-rate", "0.01", "--quiet",
-                                 "--device", "cpu", "--out", str(run)])
-    assert result.exit_code == 0, result.output
-    return mask, run
+@pytest.fixture(scope="session")
+def tiny_image_mask(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mask file of write_tiny_npz's 6x6 'images' (4 classes, 0-1 labelled, 200 training
+    and 40 test points). Session-scoped: read-only."""
+    folder = tmp_path_factory.mktemp("tiny-image-mask")
+    return mask_file(write_tiny_npz(folder / "tiny.npz", image=True), folder / "tiny-mask.h5")
 
 
 @pytest.fixture(scope="session")
-def tiny_image_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def blob_mask(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mask file of write_blob_npz's flat 30-d points (4 classes, 0-1 labelled).
+    Session-scoped: read-only."""
+    folder = tmp_path_factory.mktemp("blob-mask")
+    return mask_file(write_blob_npz(folder / "tiny.npz"), folder / "tiny-mask.h5")
+
+
+def _train(mask: Path, run: Path, model: str) -> Path:
+    from susl_cli.cli import app
+
+    result = CliRunner().invoke(app, [
+        "train", str(mask), "--model", model, "--epochs", "3", "--batch-size", "20",
+        "--labelled-batch-size", "10", "--extra-components", "4", "--hidden-units", "16",
+        "--latent-dim", "2", "--learning-rate", "0.01", "--quiet", "--device", "cpu",
+        "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_image_run(tiny_image_mask: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[Path, Path]:
     """(mask file, checkpoint) of a GM-DGM trained 3 epochs on tiny 6x6 'images' (2 of 4
     classes labelled). Session-scoped: treat both files as read-only."""
-    return _mask_and_train(tmp_path_factory.mktemp("tiny-image"), image=True)
+    run = tmp_path_factory.mktemp("tiny-image") / "tiny-run.h5"
+    return tiny_image_mask, _train(tiny_image_mask, run, "gmdgm")
 
 
 @pytest.fixture(scope="session")
 def tiny_real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(mask file, checkpoint) of an M2 trained on tiny real-valued 12-d vectors. Read-only."""
-    return _mask_and_train(tmp_path_factory.mktemp("tiny-real"), image=False, model="m2")
+    folder = tmp_path_factory.mktemp("tiny-real")
+    mask = mask_file(write_tiny_npz(folder / "tiny.npz", image=False), folder / "tiny-mask.h5")
+    return mask, _train(mask, folder / "tiny-run.h5", "m2")

@@ -1,4 +1,5 @@
-"""Tiny synthetic data files and a local HTTP server for the data-layer tests."""
+"""Shared test helpers: tiny synthetic data files, `susl mask` on them, a local HTTP server,
+and the CLI's success and one-line-failure contracts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from typer.testing import Result  # typer >= 0.24 vendors click: tests never import it
+from typer.testing import CliRunner, Result  # typer >= 0.24 vendors click: never import it
 
 HAR_CHANNELS = (
     "body_acc_x", "body_acc_y", "body_acc_z", "body_gyro_x", "body_gyro_y", "body_gyro_z",
@@ -57,6 +58,57 @@ def write_npz(path: Path, n: int = 60, n_classes: int = 3, seed: int = 0, **extr
     arrays.update(extra)
     np.savez(path, **arrays)
     return path
+
+
+def write_tiny_npz(path: Path, image: bool, seed: int = 0) -> Path:
+    """Four well-separated classes, 50 training and 10 test points each.
+
+    image=True: (N, 6, 6) values in [0, 1] (an "image" dataset, Bernoulli likelihood);
+    image=False: (N, 12) real values (Gaussian likelihood).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (6, 6) if image else (12,)
+    dim = int(np.prod(shape))
+    # Nearly binary image centres: knowing the class saves many nats of reconstruction, so the
+    # latent code (and a component per class) is worth using even in a 3-epoch run.
+    centres = (np.where(rng.random((4, dim)) < 0.5, 0.05, 0.95) if image
+               else rng.normal(0, 3, (4, dim)))
+    y = np.repeat(np.arange(4), 60)
+    noise = rng.normal(0, 0.05 if image else 0.5, (len(y), dim))
+    x = centres[y] + noise
+    if image:
+        x = np.clip(x, 0, 1)
+    x = x.reshape(len(y), *shape).astype(np.float32)
+    test = np.arange(len(y)) % 6 == 0
+    np.savez(path, x=x[~test], y=y[~test], x_test=x[test], y_test=y[test])
+    return path
+
+
+def write_blob_npz(path: Path, per_class: int = 30, n_test: int = 20) -> Path:
+    """Four classes of flat 30-d points in [0, 1] around uniform centres; the test set is the
+    first n_test training points."""
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0.1, 0.9, size=(4, 30))
+    y = np.repeat(np.arange(4), per_class)
+    x = np.clip(centres[y] + rng.normal(0, 0.05, (len(y), 30)), 0, 1).astype(np.float32)
+    np.savez(path, x=x, y=y, x_test=x[:n_test], y_test=y[:n_test])
+    return path
+
+
+def mask_file(source: Path, out: Path, labelled: str = "0-1") -> Path:
+    """`susl mask` of `source` with classes `labelled` labelled, into `out` (checked)."""
+    invoke_ok(CliRunner(), ["mask", "--dataset", str(source), "--labelled-classes", labelled,
+                            "--out", str(out)])
+    return out
+
+
+def invoke_ok(runner: CliRunner, args: list[str]) -> Result:
+    """`susl ARGS` through the runner; exit 0 required (the output in the failure message)."""
+    from susl_cli.cli import app  # imported when called: collecting the tests stays light
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from susl_cli.cli import app
 from susl_cli.distributed import World, check_batch_sizes, world_from_env
@@ -28,7 +27,6 @@ from susl_cli.models.shard import rows_of
 from susl_cli.runs import load_model
 from susl_cli.storage.rows import MaskRows
 from susl_cli.train import train_mask_file
-from tests.conftest import _write_tiny_npz
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
@@ -69,18 +67,6 @@ def _workers(args: list[str], n: int = 2, timeout: float = 120, **extra: str) ->
         output, _ = proc.communicate(timeout=timeout)
         results.append((proc.returncode, output))
     return results
-
-
-@pytest.fixture(scope="module")
-def tiny_mask(tmp_path_factory) -> Path:
-    """The conftest's tiny 6x6 'images' (4 classes, 0-1 labelled): 180 unlabelled rows."""
-    folder = tmp_path_factory.mktemp("ddp")
-    mask = folder / "mask.h5"
-    result = CliRunner().invoke(app, ["mask", "--dataset",
-                                      str(_write_tiny_npz(folder / "tiny.npz", True)),
-                                      "--labelled-classes", "0-1", "--out", str(mask)])
-    assert result.exit_code == 0, result.output
-    return mask
 
 
 # -- units ----------------------------------------------------------------------------------
@@ -126,11 +112,11 @@ def _assert_same_history(one: dict, two: dict) -> None:
 
 
 def test_two_processes_follow_the_one_process_trajectory_and_resume_in_one(
-        tiny_mask, tmp_path, runner) -> None:
+        tiny_image_mask, tmp_path, runner) -> None:
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--out", str(one)])
+    result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--out", str(one)])
     assert result.exit_code == 0, result.output
-    done = _torchrun(["train", str(tiny_mask), *TRAIN, "--json", "--out", str(two)])
+    done = _torchrun(["train", str(tiny_image_mask), *TRAIN, "--json", "--out", str(two)])
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)  # process 0 alone prints the summary
     assert (summary["processes"], summary["backend"]) == (2, "gloo")
@@ -146,7 +132,7 @@ def test_two_processes_follow_the_one_process_trajectory_and_resume_in_one(
     assert "2 (torchrun, DDP)" in info.output
     # a checkpoint of 2 processes continues in 1, as the 1-process checkpoint does
     for path in (one, two):
-        result = runner.invoke(app, ["train", str(tiny_mask), "--resume", "--epochs", "3",
+        result = runner.invoke(app, ["train", str(tiny_image_mask), "--resume", "--epochs", "3",
                                      "--quiet", "--device", "cpu", "--out", str(path)])
         assert result.exit_code == 0, result.output
     resumed_one, resumed_two = load_model(one), load_model(two)
@@ -156,12 +142,12 @@ def test_two_processes_follow_the_one_process_trajectory_and_resume_in_one(
 
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_each_process_refuses_a_global_batch_that_does_not_split_in_one_line(
-        tiny_mask, tmp_path, runner, monkeypatch, rank) -> None:
+        tiny_image_mask, tmp_path, runner, monkeypatch, rank) -> None:
     """What each of torchrun's processes prints, before it waits for the others."""
     for key, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank}.items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "odd.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--batch-size", "15",
+    result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--batch-size", "15",
                                  "--out", str(out)])
     assert result.exit_code == 2
     assert result.output == ("error: --batch-size 15 (the global batch) does not split evenly "
@@ -170,11 +156,11 @@ def test_each_process_refuses_a_global_batch_that_does_not_split_in_one_line(
 
 
 @pytest.fixture(scope="module")
-def workers(tiny_mask, tmp_path_factory) -> tuple[Path, list, float]:
+def workers(tiny_image_mask, tmp_path_factory) -> tuple[Path, list, float]:
     """tests/ddp_worker.py over 2 processes: (its folder, (rc, output) of each, seconds)."""
     folder = tmp_path_factory.mktemp("workers")
     start = time.monotonic()
-    results = _workers([str(tiny_mask), str(folder), "3"], TEST_TIMEOUT="20")
+    results = _workers([str(tiny_image_mask), str(folder), "3"], TEST_TIMEOUT="20")
     return folder, results, time.monotonic() - start
 
 
@@ -205,7 +191,7 @@ def test_sharded_objective_has_the_global_loss_and_gradient(workers) -> None:
 
 
 def test_a_process_that_dies_ends_the_others_with_one_line_and_the_run_resumes(
-        tiny_mask, workers, runner) -> None:
+        tiny_image_mask, workers, runner) -> None:
     folder, [(rc0, text0), (rc1, _)], seconds = workers
     out = folder / "dies.h5"
     assert rc1 == 9 and rc0 == 75, text0
@@ -215,14 +201,14 @@ def test_a_process_that_dies_ends_the_others_with_one_line_and_the_run_resumes(
     assert "process 0 of 2 stopped in epoch 2" in lines[0]
     assert "holds epoch 1: continue with --resume" in lines[0]
     assert load_model(out).epoch == 1
-    result = runner.invoke(app, ["train", str(tiny_mask), "--resume", "--quiet", "--device",
+    result = runner.invoke(app, ["train", str(tiny_image_mask), "--resume", "--quiet", "--device",
                                  "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert load_model(out).epoch == 4
 
 
 def test_each_process_streams_only_its_rows_of_each_global_batch(
-        tiny_mask, workers, tmp_path, monkeypatch) -> None:
+        tiny_image_mask, workers, tmp_path, monkeypatch) -> None:
     """Call by call, the rows the 2 processes asked the mask file for (a streamed run in
     tests/ddp_worker.py) split the rows one process asks for (rows_of); only the labelled
     rows, held in memory, are read by both. The trajectory is the one-process one."""
@@ -231,7 +217,7 @@ def test_each_process_streams_only_its_rows_of_each_global_batch(
     folder, results, _ = workers
     calls: list[np.ndarray] = []
     monkeypatch.setattr(MaskRows, "take", recording_reads(calls))
-    train_mask_file(tiny_mask, tmp_path / "one.h5", options=STREAM_OPTIONS,
+    train_mask_file(tiny_image_mask, tmp_path / "one.h5", options=STREAM_OPTIONS,
                     train_overrides=STREAM_OVERRIDES, device="cpu", stream=True)
     ranks = []
     for r in range(2):

@@ -36,9 +36,11 @@ from susl_cli.experiment_runs import (
     worker_threads,
 )
 from susl_cli.metrics import SUMMARY_FIELDS
+from susl_cli.models import MODELS
+from susl_cli.models.gmdgm import GMDGM
 from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.train import cosine_lr
-from tests.conftest import _write_tiny_npz
+from tests.data_helpers import write_tiny_npz
 
 
 def test_table2_plan_names_every_run_and_mask(tmp_path: Path):
@@ -153,7 +155,7 @@ def test_restrict_to_classes_relabels_train_and_test():
 
 
 def test_table1_masks_share_their_labelled_points_and_are_checked(tmp_path: Path):
-    source = _write_tiny_npz(tmp_path / "tiny.npz", image=True)
+    source = write_tiny_npz(tmp_path / "tiny.npz", image=True)
     config = ExperimentConfig("table1", str(source), tmp_path / "out", seeds=1)
     plan = plan_experiment(config, 4)
     loader = DatasetLoader(config.dataset, None)
@@ -208,3 +210,18 @@ def test_markdown_describes_itself(tmp_path: Path):
                  "--set alpha=10", "torch ", "3 min 00 s of training", "1 min 15 s",
                  "2026-01-02 03:04 UTC", "majority mapping"):
         assert part in text, part
+
+
+def test_markdown_names_each_model_by_its_registered_title(tmp_path: Path, monkeypatch):
+    extra = type("Extra", (GMDGM,), {"name": "extra", "title": "Extra DGM"})
+    monkeypatch.setitem(MODELS, "extra", extra)  # a new model: one registry entry, no more
+    models = ("gmdgm-mf", "adgm", "agm-dgm", "extra")
+    config = ExperimentConfig("table2", "mnist", tmp_path, seeds=1, models=models, device="cpu")
+    rows = [_row(m, "sus", 0, 0.6) for m in models]
+    result = ExperimentResult(ExperimentPlan(config, 10, (0, 1, 2, 3, 4), (), ()), [], rows,
+                              wall_seconds=1.0)
+    text = markdown_text(result, summarise_cells(rows, "table2", "mnist"), "susl experiment x")
+    for title in ("GM-DGM (mean-field)", "ADGM", "AGM-DGM", "Extra DGM"):
+        assert f"| {title} | measured |" in text and f"| {title} | SUS | 1 |" in text, title
+    for name in models:
+        assert f"| {name} |" not in text

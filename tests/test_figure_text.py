@@ -48,6 +48,7 @@ def test_confusion_png_title_names_the_run_and_dataset(drawn, runner, tiny_image
     assert result.exit_code == 0, result.output
     title = " ".join(drawn[0].axes[0].get_title().split())
     assert tiny_image_run[1].name in title and "tiny.npz" in title and "gmdgm" in title
+    assert "GM-DGM" in title  # the registered title beside the id
 
 
 def test_sample_grid_column_titles_say_what_each_number_is(runner, tiny_image_run, tmp_path):

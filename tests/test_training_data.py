@@ -29,7 +29,7 @@ from susl_cli.training_data import (
     plan_data,
     prepare_data,
 )
-from tests.conftest import _write_tiny_npz
+from tests.data_helpers import mask_file, write_tiny_npz
 from tests.ddp_worker import STREAM_OPTIONS, STREAM_OVERRIDES
 
 CPU = torch.device("cpu")
@@ -39,16 +39,10 @@ TRAIN = ["--batch-size", "20", "--labelled-batch-size", "10", "--extra-component
 
 @pytest.fixture(scope="module")
 def tiny_mask(tmp_path_factory) -> Path:
-    """The conftest's tiny 6x6 'images' (4 classes, 0-1 labelled): 180 unlabelled rows."""
-    from typer.testing import CliRunner
-
+    """The conftest's tiny 6x6 'images' (4 classes, 0-1 labelled) as mask.h5, the name the
+    data-path descriptions below quote."""
     folder = tmp_path_factory.mktemp("stream")
-    mask = folder / "mask.h5"
-    result = CliRunner().invoke(app, ["mask", "--dataset",
-                                      str(_write_tiny_npz(folder / "tiny.npz", True)),
-                                      "--labelled-classes", "0-1", "--out", str(mask)])
-    assert result.exit_code == 0, result.output
-    return mask
+    return mask_file(write_tiny_npz(folder / "tiny.npz", image=True), folder / "mask.h5")
 
 
 def _free(monkeypatch, n_bytes: int | None) -> None:

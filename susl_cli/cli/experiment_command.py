@@ -40,10 +40,9 @@ from susl_cli.experiment_report import (
     format_paper,
     write_reports,
 )
-from susl_cli.models import MODELS
+from susl_cli.models import MODELS, model_title
 
 _SHORT_REGIMES = {"ss_known": "SS-known", "acc_sus": "acc-SUS"}
-_SHORT_MODELS = {"m2": "M2", "gmdgm": "GM-DGM"}
 _VERBS = {"train": "trained", "resume": "resumed", "extend": "extended", "skip": "already done"}
 
 
@@ -198,7 +197,7 @@ def _cells_table(config: ExperimentConfig, cells: list[Cell]) -> Table:
         table.add_column(column, justify="right")
     for c in cells:
         regime = _SHORT_REGIMES.get(c.regime, REGIME_TITLES[c.regime])
-        table.add_row(_SHORT_MODELS.get(c.model, c.model), regime,
+        table.add_row(model_title(c.model), regime,
                       str(c.n_runs), format_mean_sd(*c.stats[headline]), format_paper(c.paper),
                       *(format_mean_sd(*c.stats[k]) for k in (
                           "cluster_acc_hungarian", "known_acc_classifier",

@@ -27,6 +27,7 @@ from susl_cli.console import (
 from susl_cli.errors import UsageError
 from susl_cli.evaluate import Evaluation, embed_points, evaluate_checkpoint
 from susl_cli.metrics import SUMMARY_FIELDS, entropy, summarise_runs
+from susl_cli.models import model_label, model_title
 from susl_cli.storage.files import check_output_path
 from susl_cli.storage.outputs import write_csv_atomic
 
@@ -138,10 +139,10 @@ def _figures(e: Evaluation, plot: Path | None, entropy_plot: Path | None,
     """The first run's figures (several runs share one mask, so one set of figures)."""
     from susl_cli import plots  # matplotlib is slow to import: only when a figure is asked for
 
-    names = e.class_names
+    names, model = e.class_names, e.run.model_config.model
     if plot is not None:
         plots.plot_confusion(e.metrics.confusion, names, [*names, "unmapped"], plot,
-                             f"{Path(e.checkpoint).name} ({e.run.model_config.model}) on "
+                             f"{Path(e.checkpoint).name} ({model_label(model)}) on "
                              f"{e.run.meta.dataset}: true x mapped class")
     if entropy_plot is not None:
         h = entropy(e.probs)
@@ -152,4 +153,4 @@ def _figures(e: Evaluation, plot: Path | None, entropy_plot: Path | None,
         keep = np.random.default_rng(e.run.meta.seed).permutation(len(e.y_true))[:2000]
         plots.plot_tsne(embed_points(e.run, e.x[keep]), e.y_true[keep], names, tsne,
                         seed=e.run.meta.seed,
-                        title=f"{e.run.model_config.model}: t-SNE of posterior means of z")
+                        title=f"{model_title(model)}: t-SNE of posterior means of z")

@@ -12,6 +12,7 @@ from rich.table import Table
 from susl_cli.cli.data_commands import INFO_HANDLERS
 from susl_cli.console import discovered_classes_text
 from susl_cli.distributed import World
+from susl_cli.models import model_label
 from susl_cli.runs import Run
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.h5 import KIND_CHECKPOINT
@@ -106,7 +107,7 @@ def summary_table(s: dict) -> Table:
     table = Table(title="susl train", show_header=False)
     final = s["final"]
     acc = final.get("train_labelled_acc")
-    rows = [("checkpoint", s["checkpoint"]), ("model", s["model"]),
+    rows = [("checkpoint", s["checkpoint"]), ("model", model_label(s["model"])),
             ("components K", str(s["n_components"])),
             ("components used", _components_used_text(final.get("components_used"),
                                                       s["n_components"], s["marginal_kl"])),
@@ -138,7 +139,7 @@ def _checkpoint_table(s: dict) -> Table:
     table = Table(title="checkpoint", show_header=False)
     mc, tc = s.get("model_config", {}), s.get("train_config", {})
     rows = [
-        ("file", s["file"]), ("model", s.get("model", "?")),
+        ("file", s["file"]), ("model", model_label(s.get("model", "?"))),
         ("trained on", f"{s.get('mask_file')} ({s.get('dataset')}, {s.get('regime')})"),
         ("mask sha256", f"{str(s.get('mask_sha256', ''))[:16]}..."),
         ("epochs", f"{s.get('epoch')} of {tc.get('epochs')}"

@@ -1,6 +1,6 @@
 """Model registry: the trainer and CLI pick models by name and never branch on the type.
 
-Adding a model: one file in this folder (a SuslModel subclass with its `name`,
+Adding a model: one file in this folder (a SuslModel subclass with its `name`, `title`,
 `description` and `settings_class`) and one line in MODELS below.
 """
 
@@ -36,6 +36,22 @@ def model_class(name: str) -> type[SuslModel]:
         raise ConfigError(
             f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}"
         ) from None
+
+
+def model_title(name: str) -> str:
+    """How tables, reports and figures name model `name`: the `title` its class declares.
+    The id itself where there is none: an id no model here registers (a row of a results
+    file from another version), or a class without a title of its own (one inherited from
+    the class it extends would name the parent model)."""
+    cls = MODELS.get(name)
+    return (cls.__dict__.get("title") if cls is not None else None) or name
+
+
+def model_label(name: str) -> str:
+    """`id: title` for settings tables, which show both the name `--model` takes and the
+    model's title; the id alone where the title is the id."""
+    title = model_title(name)
+    return name if title == name else f"{name}: {title}"
 
 
 def setting_names(name: str) -> tuple[str, ...]:
@@ -107,4 +123,4 @@ def model_config_from_dict(values: Mapping[str, Any]) -> ModelConfig:
 
 __all__ = ["MODELS", "Batch", "ElboModel", "GuardState", "LossOutput", "QyQzModel", "SuslModel",
            "build_model", "model_class", "model_config_from_dict", "model_config_to_dict",
-           "model_settings", "setting_names"]
+           "model_label", "model_settings", "model_title", "setting_names"]

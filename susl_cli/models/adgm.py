@@ -166,5 +166,6 @@ class ADGM(AuxiliaryModel, M2):
     """ADGM: M2's p(x|y,z) p(z) p(y) with p(a|x,y,z), and q(a|x) q(y|a,x) q(z|a,x,y)."""
 
     name = "adgm"
+    title = "ADGM"  # in tables and reports (models.model_title)
     settings_class = ADGMSettings
     description = "ADGM: M2 with an auxiliary variable a, q(a|x) q(y|a,x) q(z|a,x,y)"

@@ -25,6 +25,7 @@ class AGMDGM(AuxiliaryModel, GMDGM):
     """AGM-DGM: GM-DGM's p(x|z) p(z|y) p(y) with p(a|x,z), and q(a|x) q(y|a,x) q(z|a,x,y)."""
 
     name = "agm-dgm"
+    title = "AGM-DGM"  # in tables and reports (models.model_title)
     settings_class = AGMDGMSettings
     aux_uses_y = False
     description = "AGM-DGM: GM-DGM with an auxiliary variable a, mixture prior p(z|y)"

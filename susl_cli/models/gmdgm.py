@@ -54,5 +54,6 @@ class GMDGM(MixtureGenerative, QyQzModel):
     """GM-DGM's generative model with the posterior q(y|x) q(z|x,y)."""
 
     name = "gmdgm"
+    title = "GM-DGM"  # in tables and reports (models.model_title)
     settings_class = GMDGMSettings
     description = "GM-DGM: p(x|z) p(z|y) p(y), Gaussian-mixture prior on z"

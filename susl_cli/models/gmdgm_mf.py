@@ -36,6 +36,7 @@ class GMDGMMeanField(MixtureGenerative):
     """q(z|x): two hidden layers over x, one output layer holding mean and log-variance."""
 
     name = "gmdgm-mf"
+    title = "GM-DGM (mean-field)"  # in tables and reports (models.model_title)
     settings_class = GMDGMMeanFieldSettings
     description = "GM-DGM with mean-field q(y|x) q(z|x): exact sum over y, one decoder pass"
 

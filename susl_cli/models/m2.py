@@ -25,6 +25,7 @@ class M2(QyQzModel):
     """p(x|y,z): two hidden layers over [z, y], Bernoulli logits or Gaussian means."""
 
     name = "m2"
+    title = "M2 (SSVAE)"  # in tables and reports (models.model_title)
     settings_class = M2Settings
     description = "M2 / SSVAE: p(x|y,z) p(y) p(z), standard normal p(z)"
 

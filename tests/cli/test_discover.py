@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from susl_cli.cli import app
+from tests.data_helpers import invoke_ok as _ok
 
 # 40 epochs of 9 steps: enough for this tiny model to give the never-labelled group its own
 # components (3 epochs leave it inside the labelled ones).
@@ -19,12 +20,6 @@ TRAIN = ["--epochs", "40", "--batch-size", "20", "--labelled-batch-size", "10",
          "--extra-components", "4", "--hidden-units", "16", "--latent-dim", "2",
          "--learning-rate", "0.01", "--marginal-kl", "1", "--checkpoint-every", "40",
          "--quiet", "--device", "cpu"]
-
-
-def _ok(runner, args: list[str]):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _fails(runner, args: list[str], message: str, code: int = 2) -> None:

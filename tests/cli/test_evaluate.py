@@ -10,13 +10,7 @@ from matplotlib import image as mpimg
 
 from susl_cli.cli import app
 from tests.data_helpers import assert_one_line_error
-
-
-def _ok(runner, args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
-
+from tests.data_helpers import invoke_ok as _ok
 
 
 def test_table_names_each_metric_by_its_protocol(runner, tiny_image_run):

@@ -17,8 +17,7 @@ from susl_cli import experiment_runs
 from susl_cli.cli import app
 from susl_cli.config import ObjectiveConfig
 from susl_cli.experiment import ExperimentConfig, make_tasks, plan_experiment
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error, write_tiny_npz
 
 TINY = ["--seeds", "1", "--epochs", "1", "--device", "cpu", "--set", "hidden_units=8",
         "--set", "latent_dim=2", "--set", "batch_size=50", "--set", "labelled_batch_size=20"]
@@ -36,7 +35,7 @@ def _one_torch_thread():
 
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
-    return _write_tiny_npz(tmp_path / "tiny.npz", image=True)
+    return write_tiny_npz(tmp_path / "tiny.npz", image=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -149,6 +148,24 @@ def test_worker_tasks_pickle_for_spawned_processes(tmp_path: Path):
     assert {t.action for t in tasks} == {"train"} and tasks[0].preset == "paper"
     assert pickle.loads(pickle.dumps(tasks)) == tasks
     assert pickle.loads(pickle.dumps(experiment_runs.execute_run)) is experiment_runs.execute_run
+
+
+def test_terminal_table_names_each_model_by_its_registered_title(tmp_path: Path):
+    from rich.console import Console
+
+    from susl_cli.cli.experiment_command import _cells_table
+    from susl_cli.experiment_report import summarise_cells
+    from susl_cli.metrics import SUMMARY_FIELDS
+
+    models = ("m2", "gmdgm", "gmdgm-mf", "adgm", "agm-dgm")
+    rows = [{"model": m, "regime": "sus", "seed": 0, **dict.fromkeys(SUMMARY_FIELDS, 0.5)}
+            for m in models]
+    config = ExperimentConfig("table2", "mnist", tmp_path, seeds=1, models=models)
+    console = Console(record=True, width=200)
+    console.print(_cells_table(config, summarise_cells(rows, "table2", "mnist")))
+    first_cells = [line.split("│")[1].strip() for line in console.export_text().splitlines()
+                   if line.count("│") > 2]  # the body's rows (the header has ┃)
+    assert first_cells == ["M2 (SSVAE)", "GM-DGM", "GM-DGM (mean-field)", "ADGM", "AGM-DGM"]
 
 
 def test_batch_seeds_trains_each_cell_as_one_batch_with_the_same_results(

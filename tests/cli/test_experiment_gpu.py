@@ -21,8 +21,7 @@ from susl_cli import experiment_runs
 from susl_cli.cli import app
 from susl_cli.experiment_runs import RunOutcome, RunTask
 from susl_cli.metrics import SUMMARY_FIELDS
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import assert_one_line_error, write_tiny_npz
 
 TINY = ["--seeds", "1", "--epochs", "1", "--set", "hidden_units=8", "--set", "latent_dim=2",
         "--set", "batch_size=50", "--set", "labelled_batch_size=20"]
@@ -78,7 +77,7 @@ def test_concurrent_runs_spread_over_the_gpus_and_are_recorded(tmp_path: Path, r
     monkeypatch.setattr(experiment_runs, "execute_run", training)
     out = tmp_path / "grid"
     result = runner.invoke(app, ["experiment", "table2", "--dataset",
-                                 str(_write_tiny_npz(tmp_path / "tiny.npz", image=True)),
+                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
                                  *TINY, "--device", "cuda", "--jobs", "4", "--quiet",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
@@ -105,7 +104,7 @@ def test_cuda_defaults_to_one_job_per_gpu(tmp_path: Path, runner, fake_gpus, thr
     monkeypatch.setattr(experiment_runs, "execute_run", training)
     out = tmp_path / "t1"
     result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(_write_tiny_npz(tmp_path / "tiny.npz", image=True)),
+                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
                                  *TINY, "--device", "auto", "--quiet", "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     assert sorted(d for _, d in training.calls) == ["cuda:0", "cuda:1"]  # 2 runs, 2 workers
@@ -118,7 +117,7 @@ def test_cuda_without_a_gpu_is_one_line_and_makes_nothing(tmp_path: Path, runner
     fake_gpus(0)
     out = tmp_path / "never"
     result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(_write_tiny_npz(tmp_path / "tiny.npz", image=True)),
+                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
                                  *TINY, "--device", "cuda", "--jobs", "2", "--out", str(out)])
     assert_one_line_error(result, contains="no CUDA GPU is available: use --device cpu")
     assert not out.exists()
@@ -135,7 +134,7 @@ def test_help_states_the_placement_rule(runner):
 def test_a_two_run_grid_trains_on_cuda(tmp_path: Path, runner):
     out = tmp_path / "cuda-grid"
     result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(_write_tiny_npz(tmp_path / "tiny.npz", image=True)),
+                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
                                  *TINY, "--device", "cuda", "--jobs", "2", "--quiet",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output + result.stderr

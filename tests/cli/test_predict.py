@@ -13,18 +13,13 @@ import pytest
 from susl_cli.cli import app
 from susl_cli.predict import COLUMNS
 from susl_cli.storage.masked import read_masked_dataset
-from tests.data_helpers import assert_one_line_error, read_only_folder
+from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import invoke_ok as _ok
 
 
 @pytest.fixture(scope="module")
 def test_x(tiny_image_run) -> np.ndarray:
     return read_masked_dataset(tiny_image_run[0]).x_test  # (40, 6, 6)
-
-
-def _ok(runner, args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _fails(runner, args, out: Path) -> str:
@@ -129,25 +124,18 @@ def test_wrong_layout(runner, tiny_image_run, tiny_real_run, tmp_path: Path):
     assert "(6, 6)" in line
 
 
-def test_unwritable_outputs(runner, tiny_image_run, tmp_path: Path, monkeypatch):
+def test_unwritable_outputs(runner, tiny_image_run, tmp_path: Path, read_only_dir: Path):
     args = ["predict", str(tiny_image_run[1]), str(tiny_image_run[0]), "--out"]
     missing = tmp_path / "no" / "dir" / "p.csv"
     assert "does not exist" in _fails(runner, [*args, str(missing)], missing)
     assert ".csv" in _fails(runner, [*args, str(tmp_path / "p.txt")], tmp_path / "p.txt")
-    folder = read_only_folder(tmp_path / "read-only", monkeypatch)
-    try:
-        _fails(runner, [*args, str(folder / "p.csv")], folder / "p.csv")
-    finally:
-        folder.chmod(0o700)
+    _fails(runner, [*args, str(read_only_dir / "p.csv")], read_only_dir / "p.csv")
 
 
-def test_corrupt_checkpoint(runner, tiny_image_run, tmp_path: Path):
-    broken = tmp_path / "broken.h5"
-    data = tiny_image_run[1].read_bytes()
-    broken.write_bytes(data[: len(data) // 2])
+def test_corrupt_checkpoint(runner, tiny_image_run, damaged_checkpoint, tmp_path: Path):
     out = tmp_path / "p.csv"
-    assert "damaged" in _fails(runner, ["predict", str(broken), str(tiny_image_run[0]),
-                                        "--out", str(out)], out)
+    assert "damaged" in _fails(runner, ["predict", str(damaged_checkpoint),
+                                        str(tiny_image_run[0]), "--out", str(out)], out)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -12,16 +12,11 @@ from PIL import Image
 
 from susl_cli.cli import app
 from susl_cli.plots import MIN_GRID_FIGURE_WIDTH
-from tests.data_helpers import assert_one_line_error, read_only_folder
+from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import invoke_ok as _ok
 
 TILE = 54  # 6x6 tiny images are enlarged 9 times (about 56 px)
 PAD = 2
-
-
-def _ok(runner, args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _fails(runner, args, out: Path | None = None) -> str:
@@ -143,22 +138,16 @@ def test_unwritable_outputs(runner, tiny_image_run, tmp_path: Path):
                             bad_type)
 
 
-def test_read_only_folder(runner, tiny_image_run, tmp_path: Path, monkeypatch):
-    folder = read_only_folder(tmp_path / "read-only", monkeypatch)
-    try:
-        line = _fails(runner, ["sample", str(tiny_image_run[1]), "--out",
-                               str(folder / "s.png")], folder / "s.png")
-        assert "permissions" in line
-    finally:
-        folder.chmod(0o700)
+def test_read_only_folder(runner, tiny_image_run, read_only_dir: Path):
+    out = read_only_dir / "s.png"
+    line = _fails(runner, ["sample", str(tiny_image_run[1]), "--out", str(out)], out)
+    assert "permissions" in line
 
 
-def test_corrupt_checkpoint(runner, tiny_image_run, tmp_path: Path):
-    broken = tmp_path / "broken.h5"
-    data = tiny_image_run[1].read_bytes()
-    broken.write_bytes(data[: len(data) // 2])
+def test_corrupt_checkpoint(runner, damaged_checkpoint, tmp_path: Path):
     out = tmp_path / "s.png"
-    assert "damaged" in _fails(runner, ["sample", str(broken), "--out", str(out)], out)
+    assert "damaged" in _fails(runner, ["sample", str(damaged_checkpoint), "--out", str(out)],
+                               out)
 
 
 @pytest.mark.parametrize(("args", "message"), [

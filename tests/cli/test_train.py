@@ -15,23 +15,9 @@ from susl_cli.train import SilentObserver, TrainingInterrupted, train_mask_file
 from tests.data_helpers import assert_one_line_error
 
 
-@pytest.fixture
-def tiny_mask(tmp_path: Path, runner) -> Path:
-    rng = np.random.default_rng(0)
-    centres = rng.uniform(0.1, 0.9, size=(4, 30))
-    y = np.repeat(np.arange(4), 50)
-    x = np.clip(centres[y] + rng.normal(0, 0.05, (200, 30)), 0, 1).astype(np.float32)
-    np.savez(tmp_path / "tiny.npz", x=x, y=y, x_test=x[:40], y_test=y[:40])
-    out = tmp_path / "tiny-mask.h5"
-    result = runner.invoke(app, ["mask", "--dataset", str(tmp_path / "tiny.npz"),
-                                 "--labelled-classes", "0-1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def test_train_writes_checkpoint_and_resumes_identically(tiny_mask: Path, tmp_path: Path, runner):
+def test_train_writes_checkpoint_and_resumes_identically(blob_mask: Path, tmp_path: Path, runner):
     full = tmp_path / "full.h5"
-    args = ["train", str(tiny_mask), "--epochs", "4", "--batch-size", "20",
+    args = ["train", str(blob_mask), "--epochs", "4", "--batch-size", "20",
             "--labelled-batch-size", "10", "--extra-components", "4", "--quiet", "--device", "cpu"]
     assert runner.invoke(app, [*args, "--out", str(full)]).exit_code == 0
     part = tmp_path / "part.h5"
@@ -42,7 +28,7 @@ def test_train_writes_checkpoint_and_resumes_identically(tiny_mask: Path, tmp_pa
                 raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted, match="2 finished epochs"):
-        train_mask_file(tiny_mask, part, options=ModelOptions(extra_components=4),
+        train_mask_file(blob_mask, part, options=ModelOptions(extra_components=4),
                         train_overrides={"epochs": 4, "batch_size": 20, "labelled_batch_size": 10},
                         device="cpu", observer=CtrlCAtEpoch3())
     assert load_model(part).epoch == 2
@@ -56,25 +42,25 @@ def test_train_writes_checkpoint_and_resumes_identically(tiny_mask: Path, tmp_pa
     assert len(a.history["loss"]) == 4
 
 
-def test_train_refuses_checkpoint_as_mask_and_existing_output(tiny_mask, tmp_path, runner):
+def test_train_refuses_checkpoint_as_mask_and_existing_output(blob_mask, tmp_path, runner):
     out = tmp_path / "run.h5"
-    first = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--quiet",
+    first = runner.invoke(app, ["train", str(blob_mask), "--epochs", "1", "--quiet",
                                 "--extra-components", "2", "--out", str(out)])
     assert first.exit_code == 0, first.output
-    again = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--out", str(out)])
+    again = runner.invoke(app, ["train", str(blob_mask), "--epochs", "1", "--out", str(out)])
     assert again.exit_code != 0 and "--overwrite" in again.stderr
     wrong = runner.invoke(app, ["train", str(out), "--out", str(tmp_path / "x.h5")])
     assert wrong.exit_code != 0 and "checkpoint" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
-    bad = runner.invoke(app, ["train", str(tiny_mask), "--latent-dim", "0",
+    bad = runner.invoke(app, ["train", str(blob_mask), "--latent-dim", "0",
                               "--out", str(tmp_path / "y.h5")])
     assert bad.exit_code != 0 and "latent-dim" in bad.stderr
     assert not (tmp_path / "y.h5").exists()
 
 
-def test_info_describes_checkpoint(tiny_mask: Path, tmp_path: Path, runner):
+def test_info_describes_checkpoint(blob_mask: Path, tmp_path: Path, runner):
     out = tmp_path / "run.h5"
-    assert runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--quiet",
+    assert runner.invoke(app, ["train", str(blob_mask), "--epochs", "1", "--quiet",
                                "--extra-components", "2", "--out", str(out)]).exit_code == 0
     result = runner.invoke(app, ["info", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -86,37 +72,37 @@ def test_info_describes_checkpoint(tiny_mask: Path, tmp_path: Path, runner):
 
 
 
-def test_cuda_without_a_gpu_is_a_clear_error(tiny_mask, tmp_path, runner, monkeypatch):
+def test_cuda_without_a_gpu_is_a_clear_error(blob_mask, tmp_path, runner, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "run.h5"
-    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--device", "cuda",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(blob_mask), "--device", "cuda",
                                                "--epochs", "1", "--out", str(out)]))
     assert "--device cpu" in line
     assert not out.exists()
 
 
-def test_resume_refuses_another_mask_or_model(tiny_mask, tmp_path, runner, tiny_image_run):
+def test_resume_refuses_another_mask_or_model(blob_mask, tmp_path, runner, tiny_image_run):
     out = tmp_path / "run.h5"
     args = ["--epochs", "1", "--extra-components", "2", "--quiet", "--device", "cpu"]
-    assert runner.invoke(app, ["train", str(tiny_mask), *args, "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["train", str(blob_mask), *args, "--out", str(out)]).exit_code == 0
     before = out.read_bytes()
     other_mask = tiny_image_run[0]
     line = assert_one_line_error(runner.invoke(app, ["train", str(other_mask), "--epochs", "2",
                                                "--resume", "--out", str(out)]))
     assert "another mask" in line
-    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(blob_mask), "--epochs", "2",
                                                "--model", "m2", "--resume", "--out", str(out)]))
     assert "gmdgm" in line
-    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(blob_mask), "--epochs", "2",
                                                "--alpha", "3", "--resume", "--out", str(out)]))
     assert "alpha" in line
     assert out.read_bytes() == before  # nothing clobbered by the refusals
 
 
-def test_resume_without_a_checkpoint(tiny_mask, tmp_path, runner):
-    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--resume", "--out",
+def test_resume_without_a_checkpoint(blob_mask, tmp_path, runner):
+    line = assert_one_line_error(runner.invoke(app, ["train", str(blob_mask), "--resume", "--out",
                                                str(tmp_path / "none.h5")]))
     assert "none.h5" in line
 
@@ -132,18 +118,18 @@ def test_resume_without_a_checkpoint(tiny_mask, tmp_path, runner):
     ("--y-estimator", "sometimes", "y-estimator"),
     ("--model", "m3", "m3"),
 ])
-def test_impossible_hyper_parameters(tiny_mask, tmp_path, runner, option, value, needle):
+def test_impossible_hyper_parameters(blob_mask, tmp_path, runner, option, value, needle):
     out = tmp_path / "run.h5"
-    line = assert_one_line_error(runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1",
+    line = assert_one_line_error(runner.invoke(app, ["train", str(blob_mask), "--epochs", "1",
                                                option, value, "--out", str(out)]))
     assert needle in line
     assert not out.exists()
 
 
-def test_semi_supervised_model_on_a_sus_mask_is_accidental_sus(tiny_mask, tmp_path, runner):
+def test_semi_supervised_model_on_a_sus_mask_is_accidental_sus(blob_mask, tmp_path, runner):
     """--extra-components 0 on a SUS mask: K = the labelled classes only (paper Table 1)."""
     out = tmp_path / "accidental.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "1", "--quiet",
+    result = runner.invoke(app, ["train", str(blob_mask), "--epochs", "1", "--quiet",
                                  "--extra-components", "0", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert load_model(out).model_config.n_components == 2
@@ -157,18 +143,18 @@ def test_corrupt_mask_file(tmp_path, runner):
     assert "bad.h5" in line
 
 
-def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_mask, tmp_path,
+def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(blob_mask, tmp_path,
                                                                           runner):
     from susl_cli.evaluate import predict_probs
     from susl_cli.storage.masked import read_masked_dataset
 
     out = tmp_path / "run.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), "--epochs", "2", "--batch-size", "20",
+    result = runner.invoke(app, ["train", str(blob_mask), "--epochs", "2", "--batch-size", "20",
                                  "--labelled-batch-size", "10", "--extra-components", "4",
                                  "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     run = load_model(out)
-    masked = read_masked_dataset(tiny_mask)
+    masked = read_masked_dataset(blob_mask)
     predicted = predict_probs(run, masked.x_train).argmax(-1)
 
     used = len(np.unique(predicted[masked.y_observed < 0]))  # on the unlabelled points
@@ -184,14 +170,14 @@ def test_components_used_and_labelled_share_are_logged_as_q_y_x_predicts(tiny_ma
     assert f"{ratio:.2f}x its prior share" in result.stdout
 
 
-def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(tiny_mask):
+def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(blob_mask):
     from susl_cli.cli.train_summary import LABELLED_SHARE_WARNING, _labelled_share_text
     from susl_cli.diagnostics import assignment_counts, largest_labelled_share_ratio
     from susl_cli.storage.masked import read_masked_dataset
     from susl_cli.train import prepare_data
 
-    masked = read_masked_dataset(tiny_mask)
-    run = new_run(masked, tiny_mask, ModelOptions(extra_components=4), TrainConfig(),
+    masked = read_masked_dataset(blob_mask)
+    run = new_run(masked, blob_mask, ModelOptions(extra_components=4), TrainConfig(),
                   torch.device("cpu"))
     data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
     k = run.model_config.n_components
@@ -221,18 +207,18 @@ def test_idle_components_hint_respects_the_runs_own_marginal_kl():
     assert "--marginal-kl" not in _components_used_text(40, 45, marginal_kl=1.0)
 
 
-def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(tiny_mask, tmp_path):
+def test_resuming_a_checkpoint_without_a_newer_history_key_pads_it(blob_mask, tmp_path):
     from susl_cli.runs import save_run
 
     out = tmp_path / "run.h5"
     options = ModelOptions(extra_components=4)
     overrides = {"batch_size": 20, "labelled_batch_size": 10}
-    train_mask_file(tiny_mask, out, options=options, train_overrides={**overrides, "epochs": 1},
+    train_mask_file(blob_mask, out, options=options, train_overrides={**overrides, "epochs": 1},
                     device="cpu", observer=SilentObserver())
     old = load_model(out, with_optimizer=True)
     del old.history["components_used"]  # as written before susl logged it
     save_run(old, out, completed=True)
-    resumed = train_mask_file(tiny_mask, out, options=options, resume=True, device="cpu",
+    resumed = train_mask_file(blob_mask, out, options=options, resume=True, device="cpu",
                               train_overrides={**overrides, "epochs": 2},
                               observer=SilentObserver())
     used = resumed.history["components_used"]

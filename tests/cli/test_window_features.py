@@ -13,6 +13,7 @@ from susl_cli.cli import app
 from susl_cli.runs import load_model
 from susl_cli.window_features import feature_names, window_features
 from tests.data_helpers import assert_one_line_error
+from tests.data_helpers import invoke_ok as _ok
 
 
 def _windows(tmp_path: Path) -> Path:
@@ -28,12 +29,6 @@ def _windows(tmp_path: Path) -> Path:
     path = tmp_path / "windows.npz"
     np.savez(path, x=x[~test], y=y[~test], x_test=x[test], y_test=y[test])
     return path
-
-
-def _ok(runner, args: list[str]):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_window_stats_model_trains_scores_samples_and_predicts_raw_windows(runner, tmp_path):

@@ -13,17 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
-from typer.testing import CliRunner
 
 from susl_cli import losses
 from susl_cli.cli import app
 from susl_cli.config import ModelConfig, ObjectiveConfig
-from susl_cli.models import MODELS, Batch, GuardState, SuslModel, build_model, model_settings
+from susl_cli.models import MODELS, Batch, GuardState, SuslModel, model_settings
 from susl_cli.models.adgm import ADGM, ADGMSettings
 from susl_cli.models.agm_dgm import AGMDGM
 from susl_cli.runs import load_model
 from susl_cli.share_guard import share_penalty
-from tests.conftest import _write_tiny_npz
+from tests.models.model_helpers import perturbed_model
 
 DT = torch.float64
 B, D, K, Z, A, H = 5, 10, 4, 3, 2, 16
@@ -36,14 +35,7 @@ def make_model(name: str, seed: int = 0, **objective) -> SuslModel:
     settings = model_settings(name, {"latent_dim": Z, "hidden_units": H, "aux_dim": A})
     config = ModelConfig(model=name, input_dim=D, n_components=K, n_labelled=2, prior=PRIOR,
                          settings=settings)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build_model(config, ObjectiveConfig(**objective))
-        model.reset_parameters()
-        with torch.no_grad():
-            for param in model.parameters():
-                param.add_(0.3 * torch.randn_like(param))
-    return model.double()
+    return perturbed_model(config, ObjectiveConfig(**objective), seed)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -182,17 +174,6 @@ def test_classifier_embed_and_sample_means_are_deterministic(name) -> None:
 # -- through the CLI ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_mask(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("adgm")
-    source = _write_tiny_npz(folder / "tiny.npz", image=True)
-    out = folder / "tiny-mask.h5"
-    result = CliRunner().invoke(app, ["mask", "--dataset", str(source), "--labelled-classes",
-                                      "0-1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def _train(runner, mask: Path, out: Path, name: str, *extra: str):
     return runner.invoke(app, ["train", str(mask), "--model", name, "--batch-size", "20",
                                "--labelled-batch-size", "10", "--extra-components", "4",
@@ -202,10 +183,10 @@ def _train(runner, mask: Path, out: Path, name: str, *extra: str):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_cli_trains_evaluates_predicts_samples_and_resumes(name, tiny_mask, tmp_path,
+def test_cli_trains_evaluates_predicts_samples_and_resumes(name, tiny_image_mask, tmp_path,
                                                           runner) -> None:
     run_path = tmp_path / "run.h5"
-    result = _train(runner, tiny_mask, run_path, name, "--epochs", "2")
+    result = _train(runner, tiny_image_mask, run_path, name, "--epochs", "2")
     assert result.exit_code == 0, result.output
     run = load_model(run_path)
     assert run.model.name == name and run.model_config.settings.aux_dim == 3
@@ -218,7 +199,7 @@ def test_cli_trains_evaluates_predicts_samples_and_resumes(name, tiny_mask, tmp_
     outputs = []
     for i in range(2):  # predict is reproducible: no random draw of a
         out = tmp_path / f"pred{i}.csv"
-        result = runner.invoke(app, ["predict", str(run_path), str(tiny_mask),
+        result = runner.invoke(app, ["predict", str(run_path), str(tiny_image_mask),
                                      "--out", str(out)])
         assert result.exit_code == 0, result.output
         outputs.append(out.read_text())
@@ -234,7 +215,7 @@ def test_cli_trains_evaluates_predicts_samples_and_resumes(name, tiny_mask, tmp_
     copy = tmp_path / "copy.h5"
     shutil.copyfile(run_path, copy)
     for path in (run_path, copy):
-        result = _train(runner, tiny_mask, path, name, "--epochs", "3", "--resume")
+        result = _train(runner, tiny_image_mask, path, name, "--epochs", "3", "--resume")
         assert result.exit_code == 0, result.output
     resumed = load_model(run_path).history["loss"]
     assert resumed[:2] == before and len(resumed) == 3
@@ -242,9 +223,9 @@ def test_cli_trains_evaluates_predicts_samples_and_resumes(name, tiny_mask, tmp_
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_short_run_learns_the_labelled_classes(name, tiny_mask, tmp_path, runner) -> None:
+def test_a_short_run_learns_the_labelled_classes(name, tiny_image_mask, tmp_path, runner) -> None:
     out = tmp_path / "learn.h5"
-    result = _train(runner, tiny_mask, out, name, "--epochs", "8")
+    result = _train(runner, tiny_image_mask, out, name, "--epochs", "8")
     assert result.exit_code == 0, result.output
     history = load_model(out).history
     assert history["loss"][-1] < history["loss"][0]

@@ -6,7 +6,6 @@ sample, discover)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +16,12 @@ from susl_cli import losses
 from susl_cli.cli import app
 from susl_cli.config import ModelConfig, NetworkSettings, ObjectiveConfig
 from susl_cli.experiment import ExperimentConfig, parse_names, plan_experiment
-from susl_cli.models import MODELS, Batch, GuardState, build_model
+from susl_cli.models import MODELS, Batch, GuardState
 from susl_cli.models.gmdgm_mf import GMDGMMeanField
 from susl_cli.runs import ModelOptions, load_model
+from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.train import SilentObserver, TrainingInterrupted, train_mask_file
+from tests.models.model_helpers import perturbed_model
 
 DT = torch.float64
 B, D, K, Z, H = 6, 10, 4, 3, 16
@@ -35,14 +36,7 @@ def make_model(name: str = "gmdgm-mf", **objective) -> GMDGMMeanField:
     """A float64 model with parameters moved off the near-zero initial heads."""
     config = ModelConfig(model=name, input_dim=D, n_components=K, n_labelled=2, prior=PRIOR,
                          settings=NetworkSettings(latent_dim=Z, hidden_units=H))
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(config, ObjectiveConfig(**objective))
-        model.reset_parameters()
-        with torch.no_grad():
-            for param in model.parameters():
-                param.add_(0.3 * torch.randn_like(param))
-    return model.double()
+    return perturbed_model(config, ObjectiveConfig(**objective))
 
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,43 +160,22 @@ def test_z_is_drawn_once_per_point(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- learning and the CLI --------------------------------------------------------------------
 
 
-def _separable_npz(path: Path) -> Path:
-    """Four well-separated classes of 6x6 near-binary 'images', 60 points each."""
-    rng = np.random.default_rng(0)
-    centres = np.where(rng.random((4, 36)) < 0.5, 0.05, 0.95)
-    y = np.repeat(np.arange(4), 60)
-    x = np.clip(centres[y] + rng.normal(0, 0.05, (240, 36)), 0, 1).astype(np.float32)
-    x = x.reshape(240, 6, 6)  # an image: `susl sample` draws a PNG
-    test = np.arange(240) % 6 == 0
-    np.savez(path, x=x[~test], y=y[~test], x_test=x[test], y_test=y[test])
-    return path
-
-
-@pytest.fixture
-def tiny_mask(tmp_path: Path, runner) -> Path:
-    out = tmp_path / "mask.h5"
-    result = runner.invoke(app, ["mask", "--dataset", str(_separable_npz(tmp_path / "t.npz")),
-                                 "--labelled-classes", "0-1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 TRAIN = ["--model", "gmdgm-mf", "--batch-size", "20", "--labelled-batch-size", "10",
          "--extra-components", "4", "--hidden-units", "16", "--latent-dim", "2",
          "--learning-rate", "0.01", "--quiet", "--device", "cpu"]
 
 
-def test_learns_the_labelled_classes(tiny_mask, tmp_path, runner):
+def test_learns_the_labelled_classes(tiny_image_mask, tmp_path, runner):
     out = tmp_path / "run.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--epochs", "8",
+    result = runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--epochs", "8",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     run = load_model(out)
     assert isinstance(run.model, GMDGMMeanField) and run.model_config.model == "gmdgm-mf"
     loss = run.history["loss"]
     assert len(loss) == 8 and all(map(math.isfinite, loss)) and loss[-1] < loss[0]
-    with np.load(tmp_path / "t.npz") as archive:
-        data = {name: archive[name] for name in ("x_test", "y_test")}
+    masked = read_masked_dataset(tiny_image_mask)
+    data = {"x_test": masked.x_test, "y_test": masked.y_test}
     known = data["y_test"] < 2  # components 0 and 1 are tied to the labelled classes 0 and 1
     x = torch.from_numpy(run.transform.apply(data["x_test"][known]))
     with torch.no_grad():
@@ -210,9 +183,9 @@ def test_learns_the_labelled_classes(tiny_mask, tmp_path, runner):
     assert float(np.mean(predicted == data["y_test"][known])) > 0.9
 
 
-def test_save_load_and_resume_through_the_cli(tiny_mask, tmp_path, runner):
+def test_save_load_and_resume_through_the_cli(tiny_image_mask, tmp_path, runner):
     full, part = tmp_path / "full.h5", tmp_path / "part.h5"
-    train = ["train", str(tiny_mask), *TRAIN, "--epochs", "4"]
+    train = ["train", str(tiny_image_mask), *TRAIN, "--epochs", "4"]
     assert runner.invoke(app, [*train, "--out", str(full)]).exit_code == 0
 
     class CtrlCAtEpoch3(SilentObserver):
@@ -225,7 +198,7 @@ def test_save_load_and_resume_through_the_cli(tiny_mask, tmp_path, runner):
     overrides = {"epochs": 4, "batch_size": 20, "labelled_batch_size": 10,
                  "learning_rate": 0.01}
     with pytest.raises(TrainingInterrupted, match="2 finished epochs"):
-        train_mask_file(tiny_mask, part, options=options, train_overrides=overrides,
+        train_mask_file(tiny_image_mask, part, options=options, train_overrides=overrides,
                         device="cpu", observer=CtrlCAtEpoch3())
     assert load_model(part).epoch == 2
     result = runner.invoke(app, [*train, "--out", str(part), "--resume"])
@@ -238,18 +211,20 @@ def test_save_load_and_resume_through_the_cli(tiny_mask, tmp_path, runner):
     torch.testing.assert_close(a.model.classifier_logits(x), b.model.classifier_logits(x))
 
 
-def test_every_analysis_command_runs_on_a_gmdgm_mf_checkpoint(tiny_mask, tmp_path, runner):
+def test_every_analysis_command_runs_on_a_gmdgm_mf_checkpoint(tiny_image_mask, tmp_path, runner):
     run = tmp_path / "run.h5"
-    assert runner.invoke(app, ["train", str(tiny_mask), *TRAIN, "--epochs", "2",
+    assert runner.invoke(app, ["train", str(tiny_image_mask), *TRAIN, "--epochs", "2",
                                "--out", str(run)]).exit_code == 0
     commands = [["sample", str(run), "--out", str(tmp_path / "s.png")],
                 ["discover", str(run), "--method", "latent"],
                 ["discover", str(run), "--method", "overlap"],
-                ["predict", str(run), str(tiny_mask), "--out", str(tmp_path / "p.csv")],
+                ["predict", str(run), str(tiny_image_mask), "--out", str(tmp_path / "p.csv")],
                 ["evaluate", str(run), "--tsne", str(tmp_path / "t.png")]]
     for args in commands:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
+    shown = runner.invoke(app, ["info", str(run)], env={"COLUMNS": "200"}).stdout
+    assert "gmdgm-mf: GM-DGM (mean-field)" in shown  # the id --model takes, and its title
 
 
 def test_experiment_grids_accept_the_model(tmp_path) -> None:

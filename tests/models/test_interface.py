@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,8 +27,11 @@ from susl_cli.models import (
     build_model,
     model_config_from_dict,
     model_config_to_dict,
+    model_label,
     model_settings,
+    model_title,
 )
+from susl_cli.models.gmdgm import GMDGM
 from susl_cli.runs import ModelOptions, load_model, new_run
 from susl_cli.share_guard import share_penalty
 from susl_cli.storage.checkpoint import read_checkpoint, write_checkpoint
@@ -127,38 +129,24 @@ def test_model_call_equals_the_old_objective(name, estimator, kl, parts) -> None
         assert (mine is None and before is None) or torch.equal(mine, before)
 
 
-@pytest.fixture
-def tiny_mask(tmp_path: Path, runner) -> Path:
-    rng = np.random.default_rng(0)
-    centres = rng.uniform(0.1, 0.9, size=(4, 30))
-    y = np.repeat(np.arange(4), 30)
-    x = np.clip(centres[y] + rng.normal(0, 0.05, (120, 30)), 0, 1).astype(np.float32)
-    np.savez(tmp_path / "tiny.npz", x=x, y=y, x_test=x[:20], y_test=y[:20])
-    out = tmp_path / "tiny-mask.h5"
-    result = runner.invoke(app, ["mask", "--dataset", str(tmp_path / "tiny.npz"),
-                                 "--labelled-classes", "0-1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 OPTIONS = ModelOptions(extra_components=2, settings={"hidden_units": 16, "latent_dim": 2})
 
 
 @pytest.mark.parametrize("estimator", ["enumerate", "gumbel"])
-def test_two_epochs_of_fit_equal_the_old_training_loop(tiny_mask, tmp_path, estimator) -> None:
+def test_two_epochs_of_fit_equal_the_old_training_loop(blob_mask, tmp_path, estimator) -> None:
     """fit() without an output file, against the loop as written before (old_training_loss
     on the same seeded batches): the same losses each epoch and the same weights after."""
-    masked = read_masked_dataset(tiny_mask)
+    masked = read_masked_dataset(blob_mask)
     train = TrainConfig(epochs=2, batch_size=16, labelled_batch_size=8, seed=5)
     cfg = ObjectiveConfig(y_estimator=estimator, marginal_kl=0.5)
     cpu = torch.device("cpu")
-    run = new_run(masked, tiny_mask, OPTIONS, train, cpu, cfg)
+    run = new_run(masked, blob_mask, OPTIONS, train, cpu, cfg)
     data = prepare_data(run, masked.x_train, masked.y_observed, cpu)
     before = sorted(p.name for p in tmp_path.iterdir())
     fit(run, data)  # no output path: nothing written
     assert sorted(p.name for p in tmp_path.iterdir()) == before and run.epoch == 2
 
-    old = new_run(masked, tiny_mask, OPTIONS, train, cpu, cfg)
+    old = new_run(masked, blob_mask, OPTIONS, train, cpu, cfg)
     old.model.train()
     for epoch in range(2):
         generator = _gen(train.seed * EPOCH_SEED_STRIDE + epoch)
@@ -193,9 +181,9 @@ def _old_format(checkpoint: Path, out: Path) -> None:
     write_checkpoint(out, dataclasses.replace(data, meta=meta))
 
 
-def test_a_checkpoint_of_the_flat_format_loads_and_resumes(tiny_mask, tmp_path) -> None:
+def test_a_checkpoint_of_the_flat_format_loads_and_resumes(blob_mask, tmp_path) -> None:
     new = tmp_path / "new.h5"
-    train_mask_file(tiny_mask, new, options=OPTIONS, train_overrides={
+    train_mask_file(blob_mask, new, options=OPTIONS, train_overrides={
         "epochs": 2, "seed": 1, "batch_size": 16, "labelled_batch_size": 8, "alpha": 2.0,
         "marginal_kl": 0.5, "y_estimator": "gumbel"})
     old = tmp_path / "old.h5"
@@ -206,9 +194,9 @@ def test_a_checkpoint_of_the_flat_format_loads_and_resumes(tiny_mask, tmp_path) 
                                                   y_estimator="gumbel")
     assert run.train_config.epochs == 2 and run.train_config.batch_size == 16
     assert run.model_config.settings == model_settings("gmdgm", OPTIONS.settings)
-    resumed = train_mask_file(tiny_mask, old, options=ModelOptions(),
+    resumed = train_mask_file(blob_mask, old, options=ModelOptions(),
                               train_overrides={"epochs": 3}, resume=True)
-    extended = train_mask_file(tiny_mask, new, options=ModelOptions(),
+    extended = train_mask_file(blob_mask, new, options=ModelOptions(),
                                train_overrides={"epochs": 3}, resume=True)
     assert resumed.history["loss"] == extended.history["loss"]
     assert "objective_config" in read_checkpoint(old).meta  # written in the new layout now
@@ -251,11 +239,11 @@ class Toy(SuslModel):
         return self.net(x)[:, : self.config.latent_dim]
 
 
-def test_a_registered_model_trains_through_the_cli_and_loads(tiny_mask, tmp_path, runner,
+def test_a_registered_model_trains_through_the_cli_and_loads(blob_mask, tmp_path, runner,
                                                              monkeypatch) -> None:
     monkeypatch.setitem(MODELS, "toy", Toy)
     out = tmp_path / "toy.h5"
-    result = runner.invoke(app, ["train", str(tiny_mask), "--model", "toy", "--epochs", "2",
+    result = runner.invoke(app, ["train", str(blob_mask), "--model", "toy", "--epochs", "2",
                                  "--batch-size", "16", "--model-option", "depth_scale=0.5",
                                  "--latent-dim", "2", "--device", "cpu", "--quiet",
                                  "--out", str(out)])
@@ -265,10 +253,31 @@ def test_a_registered_model_trains_through_the_cli_and_loads(tiny_mask, tmp_path
     assert run.model_config.settings == ToySettings(latent_dim=2, depth_scale=0.5)
     assert len(run.history["loss"]) == 2 and all(map(math.isfinite, run.history["loss"]))
     assert runner.invoke(app, ["evaluate", str(out)]).exit_code == 0
-    bad = runner.invoke(app, ["train", str(tiny_mask), "--model", "toy", "--model-option",
+    bad = runner.invoke(app, ["train", str(blob_mask), "--model", "toy", "--model-option",
                               "aux_dim=3", "--out", str(tmp_path / "bad.h5")])
     assert bad.exit_code != 0 and "no setting 'aux_dim'" in bad.stderr
     assert "depth_scale" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_titles_come_from_the_registered_classes_and_a_new_model_needs_no_other_edit(
+        monkeypatch) -> None:
+    for name, cls in MODELS.items():  # each declares its own, and no two are alike
+        assert cls.__dict__.get("title") and model_title(name) == cls.__dict__["title"], name
+    assert len({model_title(name) for name in MODELS}) == len(MODELS)
+    assert {name: model_title(name) for name in ("m2", "gmdgm", "gmdgm-mf", "adgm",
+                                                 "agm-dgm")} == {
+        "m2": "M2 (SSVAE)", "gmdgm": "GM-DGM", "gmdgm-mf": "GM-DGM (mean-field)",
+        "adgm": "ADGM", "agm-dgm": "AGM-DGM"}
+    assert model_label("gmdgm-mf") == "gmdgm-mf: GM-DGM (mean-field)"
+
+    titled = type("Titled", (Toy,), {"name": "titled", "title": "Toy classifier"})
+    untitled = type("Untitled", (GMDGM,), {"name": "untitled"})  # GM-DGM's title: not its own
+    for name, cls in (("toy", Toy), ("titled", titled), ("untitled", untitled)):
+        monkeypatch.setitem(MODELS, name, cls)
+    assert model_title("titled") == "Toy classifier"
+    assert model_label("titled") == "titled: Toy classifier"
+    for bare in ("toy", "untitled", "a-model-of-another-version"):
+        assert model_title(bare) == model_label(bare) == bare
 
 
 def test_model_options_are_checked_against_the_settings_dataclass() -> None:
@@ -287,7 +296,7 @@ def test_model_config_is_stored_flat_as_before() -> None:
     assert model_config_from_dict(flat) == config
 
 
-def test_a_python_caller_of_fit_gets_no_cpu_tuning(tiny_mask, monkeypatch) -> None:
+def test_a_python_caller_of_fit_gets_no_cpu_tuning(blob_mask, monkeypatch) -> None:
     import ctypes
 
     def refuse(*args, **kwargs) -> None:
@@ -295,8 +304,8 @@ def test_a_python_caller_of_fit_gets_no_cpu_tuning(tiny_mask, monkeypatch) -> No
 
     monkeypatch.setattr(torch, "set_flush_denormal", refuse)
     monkeypatch.setattr(ctypes, "CDLL", refuse)
-    masked = read_masked_dataset(tiny_mask)
+    masked = read_masked_dataset(blob_mask)
     cpu = torch.device("cpu")
-    run = new_run(masked, tiny_mask, OPTIONS, TrainConfig(epochs=1, batch_size=32), cpu)
+    run = new_run(masked, blob_mask, OPTIONS, TrainConfig(epochs=1, batch_size=32), cpu)
     fit(run, prepare_data(run, masked.x_train, masked.y_observed, cpu))
     assert run.epoch == 1 and len(run.history["loss"]) == 1

@@ -111,7 +111,7 @@ def test_two_trainings_into_one_checkpoint(files: dict[str, Path], figures):
     out = files["folder"] / "r.h5"
     env = subprocess_env(files["folder"])
     first = subprocess.Popen(susl_command("train", files["mask"], "-o", out, "--seed", 3,
-                                          "--epochs", 100000, *TINY),
+                                          "--epochs", 100000, "--checkpoint-seconds", 1, *TINY),
                              env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -19,8 +19,7 @@ from susl_cli.cli import app
 from susl_cli.data.download import download_file
 from susl_cli.errors import DataError, OutputError
 from susl_cli.storage.atomic import atomic_output, write_atomic, write_text_atomic
-from tests.conftest import _write_tiny_npz
-from tests.data_helpers import serve_folder
+from tests.data_helpers import serve_folder, write_tiny_npz
 
 
 def temporaries(folder: Path) -> list[str]:
@@ -140,7 +139,7 @@ def test_every_output_of_every_command_goes_through_the_writer(tmp_path: Path, r
                                                                recorded: set[Path]):
     """Each file the commands leave behind was written by `atomic_output`, and no temporary
     or lock file remains."""
-    source = _write_tiny_npz(tmp_path / "tiny.npz", image=True)
+    source = write_tiny_npz(tmp_path / "tiny.npz", image=True)
     out = tmp_path / "out"
     out.mkdir()
     mask, run = out / "mask.h5", out / "run.h5"
