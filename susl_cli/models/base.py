@@ -79,6 +79,9 @@ class SuslModel(nn.Module):
     """What the trainer and the analysis commands rely on (see the module docstring)."""
 
     name: ClassVar[str] = ""
+    # How tables and figures name the model ("GM-DGM (mean-field)"); read through
+    # models.model_title, which ignores a title inherited from the class a model extends.
+    title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     settings_class: ClassVar[type[NetworkSettings]] = NetworkSettings
 
