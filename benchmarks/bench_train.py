@@ -184,9 +184,11 @@ def _bench_case(case: Case, masked: MaskedDataset, mask_path: Path, args: argpar
         times["susl_cpu"].append(n_samples / (time.process_time() - cpu))
         if svi is not None:
             cpu = time.process_time()
-            times["pyro"].append(_pyro_epoch(svi, window, config, k, validate=False))
+            times["pyro"].append(_pyro_epoch(
+                pyro_ssvae, svi, window, config, k, validate=False))
             times["pyro_cpu"].append(n_samples / (time.process_time() - cpu))
-            times["pyro_validated"].append(_pyro_epoch(svi, window, config, k, validate=True))
+            times["pyro_validated"].append(_pyro_epoch(
+                pyro_ssvae, svi, window, config, k, validate=True))
         times["peak"].append(_matmul_peak(peak_shapes))
     median = {name: statistics.median(v[1:]) for name, v in times.items() if v}
     row = {"size": case.size, "hidden": hidden, "latent_dim": latent, "K": k,
@@ -242,12 +244,10 @@ def _loss_check(run: Run, program, window: TrainingData, config: TrainConfig, py
             "pyro": float(theirs.mean()), "pyro_se": float(theirs.std() / draws**0.5)}
 
 
-def _pyro_epoch(svi, window: TrainingData, config: TrainConfig, n_components: int,
+def _pyro_epoch(pyro_ssvae, svi, window: TrainingData, config: TrainConfig, n_components: int,
                 validate: bool) -> float:
     """Unlabelled samples/s of SVI steps over the window; `validate`: Pyro's default checks."""
-    import pyro
-
-    pyro.enable_validation(validate)
+    pyro_ssvae.set_validation(validate)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for batch in _pyro_batches(window, config, n_components, generator):

@@ -17,13 +17,17 @@ Needs the optional `bench` extra (pyro-ppl); susl itself does not import Pyro.
 
 from __future__ import annotations
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.infer import SVI, TraceEnum_ELBO, config_enumerate
-from pyro.optim import Adam
 from torch import nn
+
+try:  # optional: the `bench` extra (pyro-ppl); bench_train.py measures susl alone without it
+    import pyro
+    import pyro.distributions as dist
+    from pyro import poutine
+    from pyro.infer import SVI, TraceEnum_ELBO, config_enumerate
+    from pyro.optim import Adam
+except ImportError as err:  # bench_train._import_pyro reports it in one line
+    raise ImportError("pyro-ppl is not installed: pip install -e '.[bench]'") from err
 
 from susl_cli.models.base import SuslModel
 
@@ -135,3 +139,8 @@ def loss_draws(program: PyroSSVAE, batch: tuple[torch.Tensor, ...], draws: int) 
     guide = config_enumerate(program.guide, "parallel", expand=True)
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     return [elbo.loss(program.model, guide, *batch) for _ in range(draws)]
+
+
+def set_validation(enabled: bool) -> None:
+    """Pyro's argument and support checks (on by default in Pyro; off is its fastest mode)."""
+    pyro.enable_validation(enabled)
