@@ -21,14 +21,14 @@ import torch
 from susl_cli.data.masking import make_masked_dataset, parse_class_spec
 from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
-from susl_cli.experiment import parse_settings
+from susl_cli.experiment import model_setting_keys, parse_settings
 from susl_cli.metrics import evaluate_assignments
 from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import train_mask_file
 
-MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
-                "gaussian_sigma", "input_features", "init", "labelled_mass"}
+# the model options --set may carry, from the registry (a model's own settings included)
+MODEL_FIELDS = {"model", *model_setting_keys()}
 
 
 def main() -> None:

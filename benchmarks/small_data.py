@@ -38,15 +38,15 @@ from sklearn.preprocessing import StandardScaler
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import Dataset, load_dataset
 from susl_cli.evaluate import predict_probs
-from susl_cli.experiment import parse_settings
+from susl_cli.experiment import model_setting_keys, parse_settings
 from susl_cli.metrics import evaluate_assignments
 from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import write_masked_dataset
 from susl_cli.train import train_mask_file
 from susl_cli.window_features import window_features
 
-MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
-                "gaussian_sigma", "input_features", "init", "labelled_mass"}
+# the model options --set may carry, from the registry (a model's own settings included)
+MODEL_FIELDS = {"model", *model_setting_keys()}
 # name -> (loader, labelled classes, feature set stored in the mask)
 DATASETS = ("wine", "mnist-1500", "har-1000")
 

@@ -25,13 +25,13 @@ import numpy as np
 from susl_cli.data.masking import make_masked_dataset, parse_class_spec
 from susl_cli.data.sources import load_dataset
 from susl_cli.evaluate import evaluate_checkpoint
-from susl_cli.experiment import parse_settings
+from susl_cli.experiment import model_setting_keys, parse_settings
 from susl_cli.runs import load_model, model_options
 from susl_cli.storage.masked import write_masked_dataset
 from susl_cli.train import train_mask_file
 
-MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
-                "gaussian_sigma", "input_features", "init", "labelled_mass"}
+# the model options --set may carry, from the registry (a model's own settings included)
+MODEL_FIELDS = {"model", *model_setting_keys()}
 
 
 def run_split(data, spec: str, seed: int, args, settings: dict, work: Path) -> dict:

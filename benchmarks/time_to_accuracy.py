@@ -32,7 +32,7 @@ from susl_cli.cpu_tuning import tune_cpu_for
 from susl_cli.data.masking import make_masked_dataset
 from susl_cli.data.sources import load_dataset
 from susl_cli.distributed import SINGLE
-from susl_cli.experiment import parse_settings
+from susl_cli.experiment import model_setting_keys, parse_settings
 from susl_cli.inference import predict_probs
 from susl_cli.metrics import evaluate_assignments
 from susl_cli.run_setup import prepare_run
@@ -41,8 +41,8 @@ from susl_cli.storage.masked import read_masked_dataset, write_masked_dataset
 from susl_cli.train import SilentObserver, fit
 from susl_cli.training_data import prepare_data
 
-MODEL_FIELDS = {"model", "extra_components", "latent_dim", "hidden_units", "likelihood",
-                "gaussian_sigma", "input_features", "init", "labelled_mass"}
+# the model options --set may carry, from the registry (a model's own settings included)
+MODEL_FIELDS = {"model", *model_setting_keys()}
 
 
 class StopAtTarget(SilentObserver):
@@ -55,7 +55,7 @@ class StopAtTarget(SilentObserver):
 
     def epoch_finished(self, record: dict[str, float]) -> None:
         self.train_seconds += record["seconds"]
-        acc = train_majority(self.run, self.masked)
+        acc = majority(self.run, self.masked)
         self.epochs.append((int(record["epoch"]), self.train_seconds, acc))
         print(f"  epoch {int(record['epoch'])}: {self.train_seconds:.0f} s, training majority "
               f"{100 * acc:.1f}%", flush=True)
@@ -67,24 +67,17 @@ class ReachedTarget(Exception):
     pass
 
 
-def train_majority(run, masked) -> float:
-    components = predict_probs(run, masked.x_train).argmax(-1)
-    m = evaluate_assignments(components, masked.y_train_true,
-                             n_components=run.model_config.n_components,
-                             n_classes=len(run.meta.class_names),
-                             labelled_classes=run.meta.labelled_classes)
-    return m.cluster_acc_majority
-
-
-def test_majority(run, masked) -> float:
-    """Majority accuracy on the test set, mapping fitted on the training points."""
-    m = evaluate_assignments(predict_probs(run, masked.x_test).argmax(-1), masked.y_test,
-                             n_components=run.model_config.n_components,
-                             n_classes=len(run.meta.class_names),
-                             labelled_classes=run.meta.labelled_classes,
-                             fit_components=predict_probs(run, masked.x_train).argmax(-1),
-                             fit_true=masked.y_train_true)
-    return m.cluster_acc_majority
+def majority(run, masked, on_test: bool = False) -> float:
+    """Majority accuracy with the mapping fitted on the training points' evaluation-only
+    labels: scored on those points (the stopping rule) or on the test set (`on_test`)."""
+    fit_components = predict_probs(run, masked.x_train).argmax(-1)
+    scored, truth = ((predict_probs(run, masked.x_test).argmax(-1), masked.y_test) if on_test
+                     else (fit_components, masked.y_train_true))
+    return evaluate_assignments(scored, truth, n_components=run.model_config.n_components,
+                                n_classes=len(run.meta.class_names),
+                                labelled_classes=run.meta.labelled_classes,
+                                fit_components=fit_components,
+                                fit_true=masked.y_train_true).cluster_acc_majority
 
 
 def one_run(data, spec: str, seed: int, args, settings: dict, work: Path) -> dict:
@@ -107,7 +100,7 @@ def one_run(data, spec: str, seed: int, args, settings: dict, work: Path) -> dic
     best = max(acc for _, _, acc in observer.epochs)
     return {"run": spec, "seed": seed, "reached": reached, "epochs": run.epoch,
             "seconds": observer.train_seconds, "train_acc": best,
-            "test_acc": test_majority(run, scored)}
+            "test_acc": majority(run, scored, on_test=True)}
 
 
 def _prepare(mask: Path, work: Path, chosen: dict, args, seed: int):
