@@ -31,7 +31,7 @@ from susl_cli.runs import ModelOptions, new_run
 from susl_cli.train import SilentObserver, _train_epoch, prepare_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import _header, _mask  # noqa: E402  (a sibling script, not a package)
+from bench_train import _header, _mask, add_data_dir  # noqa: E402  (a sibling script, not a package)
 
 CASES = (("gmdgm", "enumerate"), ("gmdgm", "gumbel"), ("gmdgm-mf", "enumerate"))
 
@@ -42,14 +42,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--steps", type=int, default=100, help="steps per timed window")
-    parser.add_argument("--data-dir", default=os.environ.get(
-        "SUSL_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
+    add_data_dir(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu()  # what `susl train` does on CPU
     masked, mask_path, tmp = _mask(args.data_dir)
     header = _header(args)
-    header["command"] = "python benchmarks/bench_mean_field.py " + " ".join(sys.argv[1:])
     print(header["line"], flush=True)
     config = TrainConfig(epochs=10**6)
     windows = {}

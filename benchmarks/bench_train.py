@@ -106,9 +106,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--no-pyro", action="store_true", help="susl only")
     parser.add_argument("--rss", action="store_true", help="peak RSS of one full epoch")
     parser.add_argument("--json", help="also write the results here")
+    add_data_dir(parser)
+    return parser.parse_args()
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """--data-dir: $SUSL_DATA_DIR, else the shared datasets beside the checkout."""
     parser.add_argument("--data-dir", default=os.environ.get(
         "SUSL_DATA_DIR", str(HERE.parents[1] / "shared" / "datasets")))
-    return parser.parse_args()
 
 
 def _import_pyro(disabled: bool):
@@ -148,7 +153,8 @@ def _header(args: argparse.Namespace) -> dict:
     header = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "cpu": cpu,
               "cores": os.cpu_count(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "load_before": os.getloadavg(),
-              "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:])}
+              "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}",
+                                   *sys.argv[1:]])}
     header["line"] = (f"{header['date']}  {cpu}, {header['cores']} cores, torch "
                       f"{torch.__version__}, {header['threads']} threads, load "
                       f"{header['load_before'][0]:.2f}")

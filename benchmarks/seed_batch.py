@@ -34,7 +34,7 @@ from susl_cli.seed_batch import _train_epoch as batched_epoch
 from susl_cli.train import SilentObserver, _train_epoch, prepare_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import _header, _mask  # noqa: E402  (a sibling script, not a package)
+from bench_train import _header, _mask, add_data_dir  # noqa: E402  (a sibling script, not a package)
 
 
 def main() -> None:
@@ -47,14 +47,12 @@ def main() -> None:
     parser.add_argument("--model", default="gmdgm")
     parser.add_argument("--estimator", default="enumerate")
     parser.add_argument("--hidden-units", type=int, default=200, help="paper: 200")
-    parser.add_argument("--data-dir", default=os.environ.get(
-        "SUSL_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
+    add_data_dir(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu()  # what `susl train` does on CPU
     masked, mask_path, tmp = _mask(args.data_dir)
     header = _header(args)
-    header["command"] = "python benchmarks/seed_batch.py " + " ".join(sys.argv[1:])
     print(header["line"], flush=True)
     runs, datas = [], []
     for seed in range(args.seeds):
