@@ -69,6 +69,13 @@ def threaded_grid(monkeypatch: pytest.MonkeyPatch):
     return chosen
 
 
+def _grid(runner, tmp_path: Path, table: str, *flags: str):
+    """`susl experiment TABLE` on the tiny image set with the tiny settings and `flags`."""
+    return runner.invoke(app, ["experiment", table, "--dataset",
+                               str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
+                               *TINY, *flags])
+
+
 def test_concurrent_runs_spread_over_the_gpus_and_are_recorded(tmp_path: Path, runner,
                                                                fake_gpus, threaded_grid,
                                                                monkeypatch: pytest.MonkeyPatch):
@@ -76,10 +83,8 @@ def test_concurrent_runs_spread_over_the_gpus_and_are_recorded(tmp_path: Path, r
     training = FakeTraining(together=4)
     monkeypatch.setattr(experiment_runs, "execute_run", training)
     out = tmp_path / "grid"
-    result = runner.invoke(app, ["experiment", "table2", "--dataset",
-                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
-                                 *TINY, "--device", "cuda", "--jobs", "4", "--quiet",
-                                 "--out", str(out)])
+    result = _grid(runner, tmp_path, "table2", "--device", "cuda", "--jobs", "4", "--quiet",
+                   "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     # 6 runs on 4 worker slots: slot s keeps cuda:(s mod 2) for its life, so the first 4
     # runs, in flight together, sit 2 on each GPU.
@@ -103,9 +108,7 @@ def test_cuda_defaults_to_one_job_per_gpu(tmp_path: Path, runner, fake_gpus, thr
     training = FakeTraining(together=2)
     monkeypatch.setattr(experiment_runs, "execute_run", training)
     out = tmp_path / "t1"
-    result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
-                                 *TINY, "--device", "auto", "--quiet", "--out", str(out)])
+    result = _grid(runner, tmp_path, "table1", "--device", "auto", "--quiet", "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     assert sorted(d for _, d in training.calls) == ["cuda:0", "cuda:1"]  # 2 runs, 2 workers
     markdown = (out / "table1_tiny.md").read_text()
@@ -116,9 +119,7 @@ def test_cuda_defaults_to_one_job_per_gpu(tmp_path: Path, runner, fake_gpus, thr
 def test_cuda_without_a_gpu_is_one_line_and_makes_nothing(tmp_path: Path, runner, fake_gpus):
     fake_gpus(0)
     out = tmp_path / "never"
-    result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
-                                 *TINY, "--device", "cuda", "--jobs", "2", "--out", str(out)])
+    result = _grid(runner, tmp_path, "table1", "--device", "cuda", "--jobs", "2", "--out", str(out))
     assert_one_line_error(result, contains="no CUDA GPU is available: use --device cpu")
     assert not out.exists()
 
@@ -133,10 +134,8 @@ def test_help_states_the_placement_rule(runner):
 @pytest.mark.gpu
 def test_a_two_run_grid_trains_on_cuda(tmp_path: Path, runner):
     out = tmp_path / "cuda-grid"
-    result = runner.invoke(app, ["experiment", "table1", "--dataset",
-                                 str(write_tiny_npz(tmp_path / "tiny.npz", image=True)),
-                                 *TINY, "--device", "cuda", "--jobs", "2", "--quiet",
-                                 "--out", str(out)])
+    result = _grid(runner, tmp_path, "table1", "--device", "cuda", "--jobs", "2", "--quiet",
+                   "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     gpus = torch.cuda.device_count()
     rows = _rows(out / "table1_tiny.csv")
