@@ -222,3 +222,20 @@ def log_batch_mean_probs(logits: torch.Tensor) -> torch.Tensor:
 def categorical_kl(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """KL(q || p) for categorical distributions given as log-probabilities (K,)."""
     return (log_q.exp() * (log_q - log_p)).sum()
+
+
+def evidence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy (B,) from target probabilities `targets` (B, n + 1), that the
+    row belongs to labelled class c (columns 0..n-1, components 0..n-1) or to none of them
+    (column n; susl_cli/label_evidence.py), to q(y|x) with the extra components pooled:
+
+        -[sum_{c < n} t_c log q(c|x) + t_new log sum_{k >= n} q(k|x)],
+
+    in log space (no 0 * log 0 when q is confident). The log barrier is what undoes a merge:
+    a row the labels call new costs more the more surely q puts it in a labelled component,
+    where a share penalty through a sharpened softmax has no gradient left on such rows; which
+    extra component takes it is left to the objective."""
+    n = targets.shape[-1] - 1
+    log_q = torch.log_softmax(logits, -1)
+    log_new = torch.logsumexp(log_q[:, n:], -1)
+    return -((targets[:, :n] * log_q[:, :n]).sum(-1) + targets[:, n] * log_new)

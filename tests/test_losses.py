@@ -331,3 +331,28 @@ def test_gumbel_returns_terms_at_the_sampled_one_hot() -> None:
 def test_expectation_over_y_rejects_unknown_estimator() -> None:
     with pytest.raises(ValueError, match="estimator"):
         losses.expectation_over_y(lambda y: {}, torch.zeros(2, 3), "reinforce")
+
+
+# -- label-evidence cross-entropy ------------------------------------------------------------
+
+
+def test_evidence_cross_entropy_pools_the_extra_components_against_the_new_target() -> None:
+    g = _gen()
+    logits = 4 * torch.randn(6, 5, generator=g, dtype=DT)  # components 0, 1 labelled
+    targets = F.softmax(torch.randn(6, 3, generator=g, dtype=DT), -1)  # (t_0, t_1, t_new)
+    q = F.softmax(logits, -1)
+    pooled = torch.stack([q[:, 0], q[:, 1], q[:, 2:].sum(-1)], -1)
+    expected = -(targets * pooled.log()).sum(-1)
+    assert torch.allclose(losses.evidence_cross_entropy(logits, targets), expected)
+    # finite where q is certain (probabilities would give 0 * log 0)
+    sure = torch.tensor([[60.0, -60.0, -60.0]], dtype=DT)
+    target = torch.tensor([[1.0, 0.0]], dtype=DT)
+    assert torch.isfinite(losses.evidence_cross_entropy(sure, target)).all()
+
+
+def test_evidence_cross_entropy_pushes_rows_called_new_out_of_the_labelled_components() -> None:
+    logits = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], dtype=DT, requires_grad=True)
+    targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=DT)  # new; labelled class 0
+    losses.evidence_cross_entropy(logits, targets).sum().backward()
+    assert logits.grad[0, 0] > 0 > logits.grad[0, 1]  # descent lowers the labelled logit
+    assert logits.grad[1, 0] < 0  # a row called class 0 is pulled into component 0
