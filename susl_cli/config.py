@@ -128,11 +128,15 @@ class ObjectiveConfig:
     # accuracy (0.86 -> 0.00), because early in training labelled components hold nearly
     # everything; on a synthetic look-alike set it undoes a merge (tests/test_share_guard.py).
     labelled_share_cap: float = 0.0
+    # Weight of the known/new cross-entropy (losses.known_cross_entropy) whose per-row targets
+    # come from the labelled rows themselves (susl_cli/label_evidence.py): a row the labels
+    # call new is pushed out of the labelled components. 0 = off.
+    label_evidence: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.gumbel_temperature > 0:
             raise ConfigError("--gumbel-temperature must be > 0")
-        for name in ("alpha", "marginal_kl"):
+        for name in ("alpha", "marginal_kl", "label_evidence"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
         if self.labelled_share_cap != 0 and not (1 < self.labelled_share_cap < math.inf):

@@ -47,6 +47,8 @@ class RunMeta:
                                                 # (torchrun; None: not recorded, one)
     data_path: str | None = None                # how the last training session held the
                                                 # rows: in memory or streamed, and why
+    label_evidence: str | None = None           # what the labelled rows said about the
+                                                # unlabelled ones (label_evidence.py), if used
     unknown: dict[str, Any] = field(default_factory=dict)  # keys of a newer susl, kept
 
     def __post_init__(self) -> None:
@@ -71,7 +73,7 @@ class RunMeta:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "unknown"}
         for name in ("discovery", "share_multipliers", "share_average", "auto_choice",
-                     "world_size", "data_path"):
+                     "world_size", "data_path", "label_evidence"):
             if data[name] is None:
                 del data[name]
         return {**self.unknown, **data}
@@ -105,6 +107,7 @@ class RunMeta:
             auto_choice=None if data.get("auto_choice") is None else list(data["auto_choice"]),
             world_size=None if data.get("world_size") is None else int(data["world_size"]),
             data_path=_optional_text(data.get("data_path")),
+            label_evidence=_optional_text(data.get("label_evidence")),
             unknown=unknown,
         )
 

@@ -82,7 +82,8 @@ def apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOption
         # labels as given: classes nobody labelled may exist, so extra components are offered
         has_hidden = (bool(masked.hidden_classes) or not masked.labelled_classes
                       or masked.metadata.label_source == "as-given")
-        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components)
+        choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components,
+                                has_labelled=bool(masked.labelled_classes))
         values = dict(choice.train)
         reasons = choice.reasons
         if choice.extra_components is not None:

@@ -198,16 +198,16 @@ class SeedBatch:
                             key: value.clone() if key == "step" else value[s].clone()
                             for key, value in state.items()}
 
-    def _loss(self, params, buffers, x_l, y_l, x_u, tape):
+    def _loss(self, params, buffers, x_l, y_l, x_u, evidence, tape):
         """One seed's loss and logged terms (vmapped over the seed axis)."""
         with losses.noise_source(_Replay(tape)):
             out = functional_call(self.template, (params, buffers),
-                                  (Batch(x_l, y_l, x_u, None, None),))
+                                  (Batch(x_l, y_l, x_u, None, None, evidence_unlabelled=evidence),))
         return out.loss, out.terms
 
-    def step(self, x_l, y_l, x_u, tape) -> dict[str, torch.Tensor]:
+    def step(self, x_l, y_l, x_u, evidence, tape) -> dict[str, torch.Tensor]:
         """One optimiser step of every seed on its (S, B, ...) batch and draws; the terms (S,)."""
-        args = (x_l, y_l, x_u)
+        args = (x_l, y_l, x_u, evidence)
         in_dims = tuple(None if a is None else 0 for a in args)
         step = vmap(self._loss, in_dims=(0, 0, *in_dims, 0), randomness="error")
         loss, terms = step(self.params, self.buffers, *args, tape)
@@ -219,24 +219,26 @@ class SeedBatch:
         self.optimizer.step()
         return terms
 
-    def record(self, x_l, y_l, x_u) -> Recipe:
+    def record(self, x_l, y_l, x_u, evidence) -> Recipe:
         """The draws one step makes on batches of these shapes (seed 0's model, no gradient)."""
         recorder = _Recorder()
         model = self.runs[0].model
         with torch.no_grad(), losses.noise_source(recorder):
-            model(Batch(x_l, y_l, x_u, None, None))
+            model(Batch(x_l, y_l, x_u, None, None, evidence_unlabelled=evidence))
         return tuple(recorder.draws)
 
 
 def _seed_batches(run: Run, data: TrainingData, idx_u, idx_l, generator: torch.Generator):
-    """One seed's step data, drawn from its generator in fit's order (x_u, then x_l)."""
-    x_u = maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator) \
-        if idx_u is not None else None
+    """One seed's step data, drawn from its generator in fit's order (x_u, then x_l), and the
+    unlabelled rows' label-evidence targets (None when the run does not use them)."""
+    x_u = None
+    if idx_u is not None:
+        x_u = maybe_binarise(data.x_unlabelled[idx_u], data.binarise, generator)
     x_l = y_l = None
     if idx_l is not None:
         x_l = maybe_binarise(data.x_labelled[idx_l], data.binarise, generator)
         y_l = data.y_labelled[idx_l]
-    return x_l, y_l, x_u
+    return x_l, y_l, x_u, data.evidence_batch(idx_u)
 
 
 def _stack(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
@@ -269,15 +271,15 @@ def _train_epoch(batch: SeedBatch, datas: Sequence[TrainingData],
     for step in range(n_steps):
         parts, tapes = [], []
         for s, (run, data) in enumerate(zip(runs, datas, strict=True)):
-            x_l, y_l, x_u = _seed_batches(run, data, orders[s][0][step], orders[s][1][step],
-                                          generators[s])
+            x_l, y_l, x_u, evidence = _seed_batches(run, data, orders[s][0][step],
+                                                 orders[s][1][step], generators[s])
             key = tuple(None if t is None else tuple(t.shape) for t in (x_l, x_u))
             if key not in recipes:
-                recipes[key] = batch.record(x_l, y_l, x_u)
+                recipes[key] = batch.record(x_l, y_l, x_u, evidence)
             tapes.append([sampler(shape, generator=generators[s], device=device, dtype=dtype)
                           for sampler, shape, dtype in recipes[key]])
-            parts.append((x_l, y_l, x_u))
-        stacked = [_stack([p[i] for p in parts]) for i in range(3)]
+            parts.append((x_l, y_l, x_u, evidence))
+        stacked = [_stack([p[i] for p in parts]) for i in range(4)]
         tape = [torch.stack([t[i] for t in tapes]) for i in range(len(tapes[0]))]
         terms = batch.step(*stacked, tape)
         names = list(terms)

@@ -29,6 +29,7 @@ MIN_BATCH, MAX_BATCH = 16, 100
 TARGET_STEPS = 3_000
 MAX_EPOCHS = 400  # the paper's length
 MARGINAL_KL = 1.0
+LABEL_EVIDENCE = 10.0  # weight of the known/new targets from the labelled rows (see below)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SizeChoice:
 
 
 def choose_by_size(n_unlabelled: int, has_hidden: bool, user_train: dict[str, object],
-                   user_extra: int | None) -> SizeChoice:
+                   user_extra: int | None, has_labelled: bool = True) -> SizeChoice:
     """The data-size rules above for a mask with `n_unlabelled` unlabelled training points.
 
     `has_hidden`: some component is offered to unlabelled classes (SUS or US), so the number
@@ -52,6 +53,10 @@ def choose_by_size(n_unlabelled: int, has_hidden: bool, user_train: dict[str, ob
     if "marginal_kl" not in user_train:
         train["marginal_kl"] = MARGINAL_KL
         reasons.append(f"marginal KL {MARGINAL_KL:g}: keeps components in use (README Choices)")
+    if has_labelled and has_hidden and n_unlabelled and "label_evidence" not in user_train:
+        train["label_evidence"] = LABEL_EVIDENCE
+        reasons.append(f"label evidence {LABEL_EVIDENCE:g}: rows your labelled rows call new "
+                       "are kept out of the labelled classes (README Choices)")
     extra = None
     if n_unlabelled >= SMALL_ROWS or n_unlabelled == 0:
         return SizeChoice(train, extra, tuple(reasons))

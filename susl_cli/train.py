@@ -300,7 +300,8 @@ def _train_epoch(run: Run, data: TrainingData, observer: Observer,
             y_l = data.y_labelled[idx_l]
         if guard is not None:
             view = GuardState(guard.multipliers, guard.targets, guard.observed)
-        batch = Batch(x_l, y_l, x_u, generator, view)
+        batch = Batch(x_l, y_l, x_u, generator, view,
+                      evidence_unlabelled=data.evidence_batch(idx_u))
         out = net(shard_batch(batch, world.rank, world.size) if world.distributed else batch)
         run.optimizer.zero_grad(set_to_none=True)
         # Under DDP each process's gradient is its part of the global batch's gradient
@@ -375,6 +376,9 @@ def train_mask_file(
     agree(world, ok=True)
     run.meta.world_size = world.size  # the checkpoint records how many processes trained it
     data = prepare_data(run, masked.x_train, masked.y_observed, torch_device, world)
+    if data.evidence is not None and data.share_targets is not None:
+        run.meta.label_evidence = data.evidence.describe(
+            float(data.share_targets.sum()), run.model.objective.label_evidence)
     with contextlib.closing(data):  # streamed: the mask file stays open until discovery ends
         run = fit(run, data, out_path, observer, world)
         if world.is_main:  # the others are done: discovery is process 0's alone

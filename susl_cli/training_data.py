@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from susl_cli.distributed import SINGLE, World
+from susl_cli.label_evidence import LabelEvidence, estimate_label_evidence
 from susl_cli.models import Batch
 from susl_cli.models.shard import RowSpan, Shard, rows_of
 from susl_cli.preprocess import InputTransform
@@ -179,12 +180,23 @@ class TrainingData:
     x_unlabelled: torch.Tensor | StreamedRows  # (N_u, D), or left in the mask file
     binarise: bool
     share_targets: torch.Tensor | None = None  # (n_labelled,) p_u(c), for the merge guard
+    # (N_u, n_labelled + 1) each unlabelled row's labelled class or "new" as the labelled rows
+    # see it (susl_cli/label_evidence.py), when the objective weighs it; else None
+    evidence_targets: torch.Tensor | None = None
+    evidence: LabelEvidence | None = None
 
     def unlabelled_batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The unlabelled rows at `idx` (a batch of `batch_indices`), (B, D)."""
         if isinstance(self.x_unlabelled, StreamedRows):
             return self.x_unlabelled.batch(idx)
         return self.x_unlabelled[idx]
+
+    def evidence_batch(self, idx: torch.Tensor | None) -> torch.Tensor | None:
+        """The label-evidence targets of the unlabelled rows at `idx`, (B, n_labelled + 1);
+        None when the run does not use them."""
+        if self.evidence_targets is None or idx is None:
+            return None
+        return self.evidence_targets[idx]
 
     def close(self) -> None:
         """Close the mask file a streamed run reads from (nothing to do in memory)."""
@@ -217,8 +229,34 @@ def prepare_data(run: Run, x_train: np.ndarray | MaskRows, y_observed: np.ndarra
         counts = np.bincount(y, minlength=mc.n_labelled)
         targets = torch.tensor(unlabelled_targets(mc.prior, counts, len(unlabelled)),
                                dtype=x_l.dtype, device=device)
+    evidence = targets_u = None
+    if run.model.objective.label_evidence and 0 < mc.n_labelled < mc.n_components \
+            and len(unlabelled):
+        evidence = evidence_for(x_l, y, x_u, mc.n_labelled, run.train_config.seed)
+        targets_u = torch.from_numpy(evidence.targets).to(device=device, dtype=x_l.dtype)
     return TrainingData(x_l, torch.from_numpy(y).to(device), x_u,
-                        mc.likelihood == "bernoulli", targets)
+                        mc.likelihood == "bernoulli", targets, targets_u, evidence)
+
+
+def evidence_for(x_l: torch.Tensor, y: np.ndarray, x_u: torch.Tensor | StreamedRows,
+                 n_labelled: int, seed: int) -> LabelEvidence:
+    """label_evidence.estimate_label_evidence on the model-ready rows; a streamed run's
+    unlabelled rows are read from the mask file as the estimate asks for them."""
+    rows = _ReadRows(x_u) if isinstance(x_u, StreamedRows) else x_u.cpu().numpy()
+    return estimate_label_evidence(x_l.cpu().numpy(), y, rows, n_labelled, seed)
+
+
+class _ReadRows:
+    """Positions of a streamed run's unlabelled rows -> transformed rows, as NumPy."""
+
+    def __init__(self, rows: StreamedRows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        return self.rows._read(np.asarray(positions)).cpu().numpy()
 
 
 def batch_indices(data: TrainingData, batch_u: int, batch_l: int,
@@ -264,4 +302,6 @@ def shard_batch(batch: Batch, rank: int, world_size: int) -> Batch:
         start, stop = rows_of(len(batch.x_unlabelled), rank, world_size)
         spans["unlabelled"] = RowSpan(start, len(batch.x_unlabelled))
         parts["x_unlabelled"] = batch.x_unlabelled[start:stop]
+        if batch.evidence_unlabelled is not None:
+            parts["evidence_unlabelled"] = batch.evidence_unlabelled[start:stop]
     return dataclasses.replace(batch, **parts, shard=Shard(**spans))

@@ -32,8 +32,12 @@ from susl_cli.training_data import shard_batch
 K, D = 4, 10
 STREAM_OPTIONS = ModelOptions(extra_components=4, settings={"hidden_units": 16,
                                                             "latent_dim": 2})
+# label evidence off: every process reads all rows once for it before training, and these runs
+# check which rows each process reads per batch (the streamed evidence equals the in-memory
+# one: tests/test_training_data.py)
 STREAM_OVERRIDES = {"epochs": 2, "batch_size": 20, "labelled_batch_size": 10,
-                    "learning_rate": 0.01, "seed": 0, "marginal_kl": 1.0}
+                    "learning_rate": 0.01, "seed": 0, "marginal_kl": 1.0,
+                    "label_evidence": 0.0}
 
 
 def toy_model(estimator: str) -> torch.nn.Module:
@@ -41,7 +45,7 @@ def toy_model(estimator: str) -> torch.nn.Module:
                          prior=(0.4, 0.3, 0.2, 0.1),
                          settings=NetworkSettings(latent_dim=3, hidden_units=16))
     model = build_model(config, ObjectiveConfig(y_estimator=estimator, marginal_kl=0.7,
-                                                labelled_share_cap=1.1))
+                                                labelled_share_cap=1.1, label_evidence=2.0))
     torch.manual_seed(0)
     model.reset_parameters()
     for p in model.parameters():  # off the near-zero initial heads
@@ -56,7 +60,9 @@ def toy_batch(n_labelled: int, n_unlabelled: int) -> Batch:
     x_u = torch.rand(n_unlabelled, D, generator=rng, dtype=torch.float64)
     guard = GuardState(torch.tensor([2.0, 0.0], dtype=torch.float64),
                        torch.tensor([0.05, 0.1], dtype=torch.float64))
-    return Batch(x_l, y_l, x_u, torch.Generator().manual_seed(3), guard)
+    evidence = torch.softmax(torch.randn(n_unlabelled, 3, generator=rng, dtype=torch.float64), -1)
+    return Batch(x_l, y_l, x_u, torch.Generator().manual_seed(3), guard,
+                 evidence_unlabelled=evidence)
 
 
 def gradients(world, out_dir: Path) -> None:

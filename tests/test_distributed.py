@@ -167,7 +167,8 @@ def workers(tiny_image_mask, tmp_path_factory) -> tuple[Path, list, float]:
 def test_sharded_objective_has_the_global_loss_and_gradient(workers) -> None:
     """Each process's loss is the global batch's; the world-size-scaled, DDP-averaged
     gradient is the one-process gradient of the whole batch, also with marginal KL, the
-    merge guard, Gumbel draws, uneven shares and a process holding no unlabelled row.
+    merge guard, label evidence, Gumbel draws, uneven shares and a process holding no
+    unlabelled row.
     (Tolerance 1e-6: one process takes log B in float32 for the marginal KL.)"""
     from tests.ddp_worker import toy_batch, toy_model
 

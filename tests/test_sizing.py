@@ -13,6 +13,7 @@ from susl_cli.cli import app
 from susl_cli.config import ObjectiveConfig
 from susl_cli.runs import load_model
 from susl_cli.sizing import (
+    LABEL_EVIDENCE,
     MARGINAL_KL,
     MAX_EPOCHS,
     MAX_EXTRA,
@@ -34,16 +35,26 @@ def test_small_data_gets_fewer_components_smaller_batches_and_enough_steps(n_unl
     steps_per_epoch = -(-n_unlabelled // batch)
     assert steps_per_epoch * epochs >= TARGET_STEPS or epochs == MAX_EPOCHS
     assert choice.train["marginal_kl"] == MARGINAL_KL
-    assert len(choice.reasons) == 4 and all(str(n_unlabelled) in r for r in choice.reasons[1:])
+    assert choice.train["label_evidence"] == LABEL_EVIDENCE
+    assert len(choice.reasons) == 5 and all(str(n_unlabelled) in r for r in choice.reasons[2:])
 
 
-def test_large_data_keeps_the_paper_sizes_and_only_adds_the_marginal_kl():
+def test_large_data_keeps_the_paper_sizes_and_only_adds_the_objective_terms():
     choice = choose_by_size(SMALL_ROWS, has_hidden=True, user_train={}, user_extra=None)
-    assert choice.train == {"marginal_kl": MARGINAL_KL} and choice.extra_components is None
+    assert choice.train == {"marginal_kl": MARGINAL_KL, "label_evidence": LABEL_EVIDENCE}
+    assert choice.extra_components is None
+
+
+def test_label_evidence_only_where_labelled_and_new_classes_can_both_be():
+    for has_hidden, has_labelled in ((False, True), (True, False)):  # SS, US
+        choice = choose_by_size(SMALL_ROWS, has_hidden=has_hidden, user_train={},
+                                user_extra=None, has_labelled=has_labelled)
+        assert "label_evidence" not in choice.train
+        assert not any("label evidence" in r for r in choice.reasons)
 
 
 def test_every_value_the_user_sets_wins():
-    user = {"marginal_kl": 0.0, "batch_size": 50, "epochs": 3}
+    user = {"marginal_kl": 0.0, "batch_size": 50, "epochs": 3, "label_evidence": 0.0}
     choice = choose_by_size(500, has_hidden=True, user_train=user, user_extra=7)
     assert choice.extra_components is None
     assert choice.train == {} and choice.reasons == ()
@@ -81,10 +92,14 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
     assert run.model.objective.labelled_share_cap == 0
     assert run.train_config.batch_size == expected.train["batch_size"]
     assert run.model.objective.marginal_kl == MARGINAL_KL and run.train_config.epochs == 2
+    assert run.model.objective.label_evidence == LABEL_EVIDENCE
+    assert summary["label_evidence"] == run.meta.label_evidence
+    assert "your labelled rows put" in run.meta.label_evidence
     assert "merge guard" not in result.output  # the table is not printed under --json
     table = runner.invoke(app, ["train", str(small_mask), "--epochs", "1", "--out", str(out),
                                 "--overwrite", "--device", "cpu"], terminal_width=200)
     assert "chosen for you" in table.output and "extra components" in table.output
+    assert "label evidence" in table.output and "your labelled rows put" in table.output
 
 
 def test_preset_paper_keeps_the_papers_objective_and_components(small_mask, tmp_path, runner,
@@ -102,5 +117,6 @@ def test_preset_paper_keeps_the_papers_objective_and_components(small_mask, tmp_
     run = load_model(out)
     assert json.loads(result.output)["chosen"] == []
     assert run.model_config.n_components == 2 + 40  # the paper's n_aug
-    assert run.model.objective.marginal_kl == 0
+    assert run.model.objective.marginal_kl == 0 == run.model.objective.label_evidence
+    assert run.meta.label_evidence is None
     assert run.model.objective.labelled_share_cap == ObjectiveConfig().labelled_share_cap == 0

@@ -144,6 +144,9 @@ def test_streamed_training_matches_in_memory_quality(tiny_mask, tmp_path, runner
         torch.testing.assert_close(streamed_data.unlabelled_batch(idx),
                                    whole.unlabelled_batch(idx))
         torch.testing.assert_close(streamed_data.x_labelled, whole.x_labelled)
+        # the label evidence (on by default here) reads the streamed rows to the same targets
+        assert whole.evidence_targets is not None
+        torch.testing.assert_close(streamed_data.evidence_targets, whole.evidence_targets)
         for mine, theirs in zip(assignment_counts(run.model, whole.x_labelled,
                                                   whole.x_unlabelled),
                                 assignment_counts(run.model, streamed_data.x_labelled,

@@ -41,6 +41,7 @@ from susl_cli.distributed import (
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, parse_model_options, resolve_device
+from susl_cli.sizing import LABEL_EVIDENCE
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.train import train_mask_file, training_device
 
@@ -169,6 +170,14 @@ def train(
                                      "component holds more than this multiple of its prior "
                                      "share, push unlabelled mass out of it (try 1.15); 0 = off",
                                      ObjectiveConfig, "labelled_share_cap"),
+    label_evidence: float = _opt("--label-evidence", "Weight of a known/new target for each "
+                                 "unlabelled row, estimated from your labelled rows (a "
+                                 "labelled-vs-unlabelled classifier): rows unlike every "
+                                 "labelled class are pushed out of the labelled components, "
+                                 "so a new class that looks like a labelled one is not "
+                                 f"absorbed; 0 = off \\[default: {LABEL_EVIDENCE:g} when some "
+                                 "classes are labelled and new ones may exist; 0 with --preset "
+                                 "paper]"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
                             "(one sample)", ObjectiveConfig, "y_estimator"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
@@ -232,7 +241,8 @@ def train(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, alpha=alpha,
         marginal_kl=marginal_kl, labelled_share_cap=labelled_share_cap,
-        y_estimator=y_estimator, gumbel_temperature=gumbel_temperature, kl=kl,
+        label_evidence=label_evidence, y_estimator=y_estimator,
+        gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds,
     ).items() if v is not None}

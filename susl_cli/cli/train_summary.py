@@ -41,6 +41,7 @@ def run_summary(run: Run, out: Path, world: World | None = None) -> dict:
         "discovery": run.meta.discovery,
         "chosen": list(run.meta.auto_choice or []),
         "data": run.meta.data_path,
+        "label_evidence": run.meta.label_evidence,
     }
 
 
@@ -117,6 +118,7 @@ def summary_table(s: dict) -> Table:
             ("new classes", discovered_classes_text(s.get("discovery"))),
             ("epochs", str(s["epochs"])),
             *([("data", s["data"])] if s.get("data") else []),
+            *([("label evidence", s["label_evidence"])] if s.get("label_evidence") else []),
             *_processes_rows(s),
             ("learning rate", f"{s['learning_rate']:g}, {_schedule_text(s)}"),
             ("final loss", f"{final.get('loss', float('nan')):.3f}"),

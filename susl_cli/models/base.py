@@ -65,6 +65,10 @@ class Batch:
     # This process's rows of a global batch split over the processes of a DDP run (every
     # batch mean then runs over the global batch: models/shard.py); None: one process
     shard: Shard | None = None
+    # (B_u, n_labelled + 1) for each unlabelled row, the probability that it belongs to each
+    # labelled class and to none, estimated from the labelled rows (susl_cli/label_evidence.py);
+    # None: not used on this run
+    evidence_unlabelled: torch.Tensor | None = None
 
 
 @dataclass
@@ -160,6 +164,8 @@ class ElboModel(SuslModel):
         if batch.x_unlabelled is not None:
             unlabelled = self.unlabelled_terms(batch.x_unlabelled, batch.generator,
                                                means.rows("unlabelled"))
+            if batch.evidence_unlabelled is not None:
+                unlabelled["evidence"] = batch.evidence_unlabelled
         return self.assemble_loss(labelled, unlabelled, batch.guard, means)
 
     def labelled_terms(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
@@ -207,6 +213,11 @@ class ElboModel(SuslModel):
                                                       means.mean_fn("unlabelled")))
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
+            if cfg.label_evidence and "evidence" in unlabelled:
+                evidence_ce = losses.evidence_cross_entropy(logits, unlabelled["evidence"])
+                loss = loss + cfg.label_evidence * means.mean(evidence_ce, "unlabelled")
+                logged["evidence_ce_u"] = means.logged("evidence_ce_u", evidence_ce,
+                                                       "unlabelled")
             for name in ("elbo", *self.logged_terms):
                 logged[f"{name}_u"] = means.logged(f"{name}_u", unlabelled[name], "unlabelled")
         logged["loss"] = loss
