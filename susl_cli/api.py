@@ -76,9 +76,10 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
     Parameters: model ("gmdgm" or "m2"); extra_components (components offered to unlabelled
     classes); new_classes (fix how many new classes discovery reports; None: estimate);
     latent_dim, hidden_units; likelihood ("gaussian", or "bernoulli" for values in [0, 1]);
-    epochs, batch_size, learning_rate; random_state (int seed for initialisation, batches and
-    sampling; None draws one, kept in `random_state_`); device ("auto", "cpu", "cuda", ...);
-    verbose (one line per epoch on stderr).
+    epochs, batch_size, learning_rate; label_evidence (weight of the known/new targets the
+    labelled rows give each unlabelled row, README "Choices"; 0 = off); random_state (int seed
+    for initialisation, batches and sampling; None draws one, kept in `random_state_`); device
+    ("auto", "cpu", "cuda", ...); verbose (one line per epoch on stderr).
 
     Fitted attributes: classes_, n_features_in_, feature_names_in_ (DataFrame input only),
     n_components_, n_new_classes_, random_state_, history_ (per-epoch training log) and run_
@@ -89,8 +90,9 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
                  new_classes: int | None = None, latent_dim: int | None = None,
                  hidden_units: int | None = None, likelihood: str | None = None,
                  epochs: int | None = None, batch_size: int | None = None,
-                 learning_rate: float | None = None, random_state: int | None = 0,
-                 device: str = "auto", verbose: bool = False) -> None:
+                 learning_rate: float | None = None, label_evidence: float | None = None,
+                 random_state: int | None = 0, device: str = "auto",
+                 verbose: bool = False) -> None:
         self.model = model
         self.extra_components = extra_components
         self.new_classes = new_classes
@@ -100,6 +102,7 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.label_evidence = label_evidence
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -154,8 +157,13 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
         rate = self.learning_rate
         if rate is not None and not (isinstance(rate, int | float) and 0 < rate < float("inf")):
             raise UsageError(f"learning_rate must be a number > 0, got {rate!r}")
+        weight = self.label_evidence
+        if weight is not None and not (isinstance(weight, int | float)
+                                       and 0 <= weight < float("inf")):
+            raise UsageError(f"label_evidence must be a number >= 0, got {weight!r}")
         chosen = {"epochs": self.epochs, "batch_size": self.batch_size,
-                  "learning_rate": None if rate is None else float(rate)}
+                  "learning_rate": None if rate is None else float(rate),
+                  "label_evidence": None if weight is None else float(weight)}
         return {"seed": seed, **{k: v for k, v in chosen.items() if v is not None}}
 
     def _set_fitted(self, run: Run, checkpoint: Path) -> None:
@@ -228,7 +236,9 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
         model = cls(mc.model, extra_components=mc.n_components - mc.n_labelled,
                     latent_dim=mc.latent_dim, hidden_units=mc.hidden_units,
                     likelihood=mc.likelihood, epochs=tc.epochs, batch_size=tc.batch_size,
-                    learning_rate=tc.learning_rate, random_state=tc.seed, device=device)
+                    learning_rate=tc.learning_rate,
+                    label_evidence=run.model.objective.label_evidence, random_state=tc.seed,
+                    device=device)
         model._set_fitted(run, Path(path))
         model.random_state_ = tc.seed
         return model

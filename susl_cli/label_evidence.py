@@ -43,7 +43,9 @@ import numpy as np
 
 PCA_DIMS = 50  # wider inputs are projected: distances over 784 pixels are mostly noise
 NEIGHBOURS = 50  # k of the neighbour estimate of g (fewer on small sets: neighbours_for)
-MIN_NEIGHBOURS = 5
+# g_c / g_u is a ratio of neighbour counts: with k = 9 (a 180-row set) a fifth of a labelled
+# class's unlabelled rows drew so few labelled neighbours that they read as new (k = 30: 4%)
+MIN_NEIGHBOURS = 30
 REFERENCE_ROWS = 30_000  # at most this many rows are searched (a stratified sample)
 SCORE_ROWS = 8192  # rows read and scored at a time
 PROPENSITY_FLOOR = 1e-3  # e_c below this would make (1 - e_c) / e_c explode
@@ -145,8 +147,9 @@ def estimate_label_evidence(x_labelled: np.ndarray, y_labelled: np.ndarray, x_un
 
 
 def neighbours_for(n_rows: int) -> int:
-    """k: NEIGHBOURS, fewer on a small set (one per 20 rows, at least MIN_NEIGHBOURS)."""
-    return int(min(NEIGHBOURS, max(MIN_NEIGHBOURS, n_rows // 20)))
+    """k: NEIGHBOURS, fewer on a small set (one per 20 rows, at least MIN_NEIGHBOURS), and
+    fewer than the rows searched."""
+    return int(max(1, min(NEIGHBOURS, max(MIN_NEIGHBOURS, n_rows // 20), n_rows - 1)))
 
 
 def _flat(x: np.ndarray) -> np.ndarray:

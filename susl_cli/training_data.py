@@ -142,7 +142,7 @@ class StreamedRows:
         """The global batch at `positions`, (B, D). Under DDP only this process's rows (the
         ones `shard_batch` keeps) are read; the others' stay zero and are never used."""
         start, stop = rows_of(len(positions), self.world.rank, self.world.size)
-        mine = self._read(positions[start:stop].cpu().numpy())
+        mine = self.read(positions[start:stop].cpu().numpy())
         if not self.world.distributed:
             return mine
         x = torch.zeros((len(positions), self.transform.output_dim), device=self.device)
@@ -154,7 +154,7 @@ class StreamedRows:
         for the end-of-epoch diagnostics, summed over the processes by `summed`."""
         start, stop = rows_of(len(self), self.world.rank, self.world.size)
         for first in range(start, stop, size):
-            yield self._read(np.arange(first, min(first + size, stop)))
+            yield self.read(np.arange(first, min(first + size, stop)))
 
     def summed(self, tally: torch.Tensor) -> torch.Tensor:
         """Per-process counts from `chunks` added up over the processes."""
@@ -162,7 +162,8 @@ class StreamedRows:
             dist.all_reduce(tally)
         return tally
 
-    def _read(self, positions: np.ndarray) -> torch.Tensor:
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        """The unlabelled rows at `positions`, transformed, on the training device."""
         raw = self.rows.take(self.file_rows[positions])
         return torch.from_numpy(self.transform.apply(raw)).to(self.device)
 
@@ -256,7 +257,7 @@ class _ReadRows:
         return len(self.rows)
 
     def __getitem__(self, positions: np.ndarray) -> np.ndarray:
-        return self.rows._read(np.asarray(positions)).cpu().numpy()
+        return self.rows.read(np.asarray(positions)).cpu().numpy()
 
 
 def batch_indices(data: TrainingData, batch_u: int, batch_l: int,

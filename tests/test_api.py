@@ -79,6 +79,8 @@ def test_save_load_round_trip_gives_equal_predictions(fitted, tmp_path: Path) ->
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert list(loaded.classes_) == list(model.classes_)
     assert loaded.get_params()["random_state"] == 0 and loaded.model == "gmdgm"
+    # the data-size rules turned label evidence on (labelled and new classes): load says so
+    assert loaded.label_evidence == model.run_.model.objective.label_evidence > 0
     with pytest.raises(OutputError, match="overwrite=True"):
         model.save(path)
     model.save(path, overwrite=True)
@@ -152,6 +154,8 @@ def test_before_fit_and_wrong_inputs_are_domain_errors(fitted) -> None:
         SemiUnsupervised(random_state=np.random.RandomState(0)).fit(x, y)
     with pytest.raises(UsageError, match="epochs must be an integer >= 1"):
         SemiUnsupervised(epochs=0).fit(x, y)
+    with pytest.raises(UsageError, match="label_evidence must be a number >= 0, got -1"):
+        SemiUnsupervised(label_evidence=-1).fit(x, y)
     with pytest.raises(SuslError, match="unknown model 'vae'"):
         SemiUnsupervised(model="vae", epochs=1).fit(x, y)
 

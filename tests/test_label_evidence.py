@@ -95,10 +95,11 @@ def test_a_class_with_one_labelled_row_and_a_tiny_set_still_get_an_estimate():
     assert 0 < evidence.propensity[0] <= 1
 
 
-def test_fewer_neighbours_on_small_sets():
-    assert neighbours_for(178) == 8  # wine
-    assert neighbours_for(60) == label_evidence.MIN_NEIGHBOURS
+def test_fewer_neighbours_on_small_sets_but_enough_for_a_steady_ratio():
+    assert neighbours_for(178) == label_evidence.MIN_NEIGHBOURS  # wine
+    assert neighbours_for(900) == 45
     assert neighbours_for(60_000) == label_evidence.NEIGHBOURS
+    assert neighbours_for(12) == 11  # never more than the other rows
 
 
 def test_the_summary_line_says_what_was_estimated_beside_the_prior():

@@ -197,6 +197,10 @@ def test_labelled_share_ratio_flags_a_labelled_component_that_takes_everything(b
     assert "--labelled-share-cap 1.15" in hint
     guarded = _labelled_share_text(ratio, marginal_kl=1.0, cap=1.15)
     assert "--labelled-share-cap" not in guarded and "merge guard (cap 1.15)" in guarded
+    # label evidence: suggested when off, reported as not enough when on
+    assert "try label evidence (--label-evidence 10)" in hint
+    evidenced = _labelled_share_text(ratio, marginal_kl=1.0, evidence=10.0)
+    assert "--label-evidence" not in evidenced and "label evidence (weight 10)" in evidenced
 
 
 def test_idle_components_hint_respects_the_runs_own_marginal_kl():
