@@ -224,18 +224,18 @@ def categorical_kl(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     return (log_q.exp() * (log_q - log_p)).sum()
 
 
-def evidence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-row cross-entropy (B,) from target probabilities `targets` (B, n + 1), that the
-    row belongs to labelled class c (columns 0..n-1, components 0..n-1) or to none of them
-    (column n; susl_cli/label_evidence.py), to q(y|x) with the extra components pooled:
+def evidence_cross_entropy(logits: torch.Tensor, n_labelled: int,
+                           novelty: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy (B,) of the soft label "none of the labelled classes", held with
+    probability `novelty` (B,) (susl_cli/label_evidence.py), under q(y|x) with the extra
+    components pooled:
 
-        -[sum_{c < n} t_c log q(c|x) + t_new log sum_{k >= n} q(k|x)],
+        -novelty * log sum_{k >= n_labelled} q(k|x),
 
-    in log space (no 0 * log 0 when q is confident). The log barrier is what undoes a merge:
-    a row the labels call new costs more the more surely q puts it in a labelled component,
-    where a share penalty through a sharpened softmax has no gradient left on such rows; which
-    extra component takes it is left to the objective."""
-    n = targets.shape[-1] - 1
-    log_q = torch.log_softmax(logits, -1)
-    log_new = torch.logsumexp(log_q[:, n:], -1)
-    return -((targets[:, :n] * log_q[:, :n]).sum(-1) + targets[:, n] * log_new)
+    in log space (no log 0 when q is confident). The log barrier is what undoes a merge: a row
+    the labels call new costs more the more surely q puts it in a labelled component, where a
+    share penalty through a sharpened softmax has no gradient left on such rows; which extra
+    component takes it is left to the objective. One-sided: nothing pulls a row *into* a
+    labelled component, so an estimate that mixes a new class with a labelled one cannot teach
+    the merge (measured: docs/results.md "Label evidence")."""
+    return -novelty * torch.logsumexp(torch.log_softmax(logits, -1)[:, n_labelled:], -1)

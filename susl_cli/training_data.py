@@ -181,8 +181,8 @@ class TrainingData:
     x_unlabelled: torch.Tensor | StreamedRows  # (N_u, D), or left in the mask file
     binarise: bool
     share_targets: torch.Tensor | None = None  # (n_labelled,) p_u(c), for the merge guard
-    # (N_u, n_labelled + 1) each unlabelled row's labelled class or "new" as the labelled rows
-    # see it (susl_cli/label_evidence.py), when the objective weighs it; else None
+    # (N_u,) the probability that each unlabelled row is new (of no labelled class), from the
+    # labelled rows (susl_cli/label_evidence.py), when the objective weighs it; else None
     evidence_targets: torch.Tensor | None = None
     evidence: LabelEvidence | None = None
 
@@ -193,8 +193,8 @@ class TrainingData:
         return self.x_unlabelled[idx]
 
     def evidence_batch(self, idx: torch.Tensor | None) -> torch.Tensor | None:
-        """The label-evidence targets of the unlabelled rows at `idx`, (B, n_labelled + 1);
-        None when the run does not use them."""
+        """The label-evidence targets (P(new)) of the unlabelled rows at `idx`, (B,); None
+        when the run does not use them."""
         if self.evidence_targets is None or idx is None:
             return None
         return self.evidence_targets[idx]
@@ -234,7 +234,7 @@ def prepare_data(run: Run, x_train: np.ndarray | MaskRows, y_observed: np.ndarra
     if run.model.objective.label_evidence and 0 < mc.n_labelled < mc.n_components \
             and len(unlabelled):
         evidence = evidence_for(x_l, y, x_u, mc.n_labelled, run.train_config.seed)
-        targets_u = torch.from_numpy(evidence.targets).to(device=device, dtype=x_l.dtype)
+        targets_u = torch.from_numpy(1 - evidence.known).to(device=device, dtype=x_l.dtype)
     return TrainingData(x_l, torch.from_numpy(y).to(device), x_u,
                         mc.likelihood == "bernoulli", targets, targets_u, evidence)
 

@@ -60,7 +60,7 @@ def toy_batch(n_labelled: int, n_unlabelled: int) -> Batch:
     x_u = torch.rand(n_unlabelled, D, generator=rng, dtype=torch.float64)
     guard = GuardState(torch.tensor([2.0, 0.0], dtype=torch.float64),
                        torch.tensor([0.05, 0.1], dtype=torch.float64))
-    evidence = torch.softmax(torch.randn(n_unlabelled, 3, generator=rng, dtype=torch.float64), -1)
+    evidence = torch.rand(n_unlabelled, generator=rng, dtype=torch.float64)  # P(new)
     return Batch(x_l, y_l, x_u, torch.Generator().manual_seed(3), guard,
                  evidence_unlabelled=evidence)
 

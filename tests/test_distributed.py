@@ -187,8 +187,9 @@ def test_sharded_objective_has_the_global_loss_and_gradient(workers) -> None:
                                            atol=1e-12)
             for mine, whole in zip(found["grads"], model.parameters(), strict=True):
                 # the merge guard's share is sharpened (logits / 0.25, then exp): its gradient
-                # carries float32 rounding of the shared batch mean up to ~2e-6 relative
-                torch.testing.assert_close(mine, whole.grad, rtol=1e-5, atol=1e-9)
+                # carries float32 rounding of the shared batch mean up to ~2e-6 relative, and
+                # where terms nearly cancel (one weight of 64, gradient ~2.5e-4) 1e-8 absolute
+                torch.testing.assert_close(mine, whole.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_a_process_that_dies_ends_the_others_with_one_line_and_the_run_resumes(

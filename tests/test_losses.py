@@ -336,23 +336,21 @@ def test_expectation_over_y_rejects_unknown_estimator() -> None:
 # -- label-evidence cross-entropy ------------------------------------------------------------
 
 
-def test_evidence_cross_entropy_pools_the_extra_components_against_the_new_target() -> None:
+def test_evidence_cross_entropy_is_the_new_labels_cross_entropy_with_extras_pooled() -> None:
     g = _gen()
     logits = 4 * torch.randn(6, 5, generator=g, dtype=DT)  # components 0, 1 labelled
-    targets = F.softmax(torch.randn(6, 3, generator=g, dtype=DT), -1)  # (t_0, t_1, t_new)
-    q = F.softmax(logits, -1)
-    pooled = torch.stack([q[:, 0], q[:, 1], q[:, 2:].sum(-1)], -1)
-    expected = -(targets * pooled.log()).sum(-1)
-    assert torch.allclose(losses.evidence_cross_entropy(logits, targets), expected)
-    # finite where q is certain (probabilities would give 0 * log 0)
+    novelty = torch.rand(6, generator=g, dtype=DT)
+    extra_mass = F.softmax(logits, -1)[:, 2:].sum(-1)
+    expected = -novelty * extra_mass.log()
+    assert torch.allclose(losses.evidence_cross_entropy(logits, 2, novelty), expected)
+    # finite where q is certain (probabilities would give log 0)
     sure = torch.tensor([[60.0, -60.0, -60.0]], dtype=DT)
-    target = torch.tensor([[1.0, 0.0]], dtype=DT)
-    assert torch.isfinite(losses.evidence_cross_entropy(sure, target)).all()
+    assert torch.isfinite(losses.evidence_cross_entropy(sure, 1, torch.ones(1, dtype=DT))).all()
 
 
-def test_evidence_cross_entropy_pushes_rows_called_new_out_of_the_labelled_components() -> None:
+def test_evidence_cross_entropy_pushes_rows_called_new_out_and_never_pulls_in() -> None:
     logits = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], dtype=DT, requires_grad=True)
-    targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=DT)  # new; labelled class 0
-    losses.evidence_cross_entropy(logits, targets).sum().backward()
+    novelty = torch.tensor([1.0, 0.0], dtype=DT)  # new; surely of a labelled class
+    losses.evidence_cross_entropy(logits, 1, novelty).sum().backward()
     assert logits.grad[0, 0] > 0 > logits.grad[0, 1]  # descent lowers the labelled logit
-    assert logits.grad[1, 0] < 0  # a row called class 0 is pulled into component 0
+    assert torch.equal(logits.grad[1], torch.zeros(3, dtype=DT))  # no force on a known row

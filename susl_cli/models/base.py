@@ -65,9 +65,8 @@ class Batch:
     # This process's rows of a global batch split over the processes of a DDP run (every
     # batch mean then runs over the global batch: models/shard.py); None: one process
     shard: Shard | None = None
-    # (B_u, n_labelled + 1) for each unlabelled row, the probability that it belongs to each
-    # labelled class and to none, estimated from the labelled rows (susl_cli/label_evidence.py);
-    # None: not used on this run
+    # (B_u,) for each unlabelled row, the probability that it belongs to none of the labelled
+    # classes, estimated from the labelled rows (susl_cli/label_evidence.py); None: not used
     evidence_unlabelled: torch.Tensor | None = None
 
 
@@ -214,7 +213,8 @@ class ElboModel(SuslModel):
                 loss = loss + penalty
                 logged["share_penalty_u"] = penalty
             if cfg.label_evidence and "evidence" in unlabelled:
-                evidence_ce = losses.evidence_cross_entropy(logits, unlabelled["evidence"])
+                evidence_ce = losses.evidence_cross_entropy(logits, self.config.n_labelled,
+                                                            unlabelled["evidence"])
                 loss = loss + cfg.label_evidence * means.mean(evidence_ce, "unlabelled")
                 logged["evidence_ce_u"] = means.logged("evidence_ce_u", evidence_ce,
                                                        "unlabelled")
