@@ -46,10 +46,9 @@ from susl_cli.data.sources import (
     USER_SUFFIXES,
 )
 from susl_cli.errors import ConfigError, TrainingError, UsageError
+from susl_cli.experiment_masks import DatasetLoader, MaskSpec, prepare_masks
 from susl_cli.experiment_runs import (
-    DatasetLoader,
     ExperimentObserver,
-    MaskSpec,
     RunOutcome,
     RunSpec,
     RunTask,
@@ -58,7 +57,6 @@ from susl_cli.experiment_runs import (
     decide_action,
     execute_run,
     execute_tasks,
-    prepare_masks,
 )
 from susl_cli.models import MODELS, model_settings, setting_names
 from susl_cli.placement import default_jobs, slot_devices

@@ -1,5 +1,6 @@
-"""Running the experiment grid: its masks and runs (`MaskSpec`, `RunSpec`), the checks on
-existing checkpoints, training each run (here or in spawned worker processes) and scoring it.
+"""Running the experiment grid: its runs (`RunSpec`; the masks are experiment_masks.py's),
+the checks on existing checkpoints, training each run (here or in spawned worker processes)
+and scoring it.
 
 Library layer: no CLI imports, prints nothing. susl_cli.experiment plans (and imports this
 module); this module runs and never imports the planner, so the two form no import circle.
@@ -13,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,32 +23,19 @@ import numpy as np
 import torch
 
 from susl_cli.cpu_tuning import tune_cpu
-from susl_cli.data.masking import make_masked_dataset
-from susl_cli.data.sources import Dataset, load_dataset
-from susl_cli.errors import ConfigError, DataError, SuslError, UsageError
+from susl_cli.errors import ConfigError, DataError, SuslError
 from susl_cli.evaluate import evaluate_checkpoint, predict_probs
+from susl_cli.experiment_masks import MaskSpec
 from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
 from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
 from susl_cli.seed_batch import SeedJob, train_seeds
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.storage.masked import (
-    describe_masked_dataset,
-    file_sha256,
     read_masked_dataset,
-    write_masked_dataset,
 )
 from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
 
 # --- the runs of a plan -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """One mask file: `kind` us/ss/sus, or ss_known (data restricted to the labelled classes)."""
-
-    kind: str
-    seed: int
-    path: Path
-
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -64,96 +52,6 @@ class RunSpec:
     @property
     def name(self) -> str:
         return self.checkpoint.stem
-
-
-class DatasetLoader:
-    """Loads the dataset at most once, and only when a mask has to be made."""
-
-    def __init__(self, dataset: str, data_dir: Path | None) -> None:
-        self.dataset = dataset
-        self.data_dir = data_dir
-        self._data: Dataset | None = None
-
-    def get(self) -> Dataset:
-        if self._data is None:
-            self._data = load_dataset(self.dataset, data_dir=self.data_dir)
-        return self._data
-
-
-def restrict_to_classes(data: Dataset, classes: Sequence[int]) -> Dataset:
-    """The training and test points of `classes` only, relabelled 0..len(classes)-1 in order.
-
-    Paper Table 1's "SS" arm: a semi-supervised dataset holding the labelled classes only.
-    """
-    keep = sorted(int(c) for c in classes)
-    new_id = np.full(data.n_classes, -1, dtype=np.int64)
-    new_id[keep] = np.arange(len(keep))
-
-    def subset(x: np.ndarray | None, y: np.ndarray | None) -> tuple[Any, Any]:
-        if x is None or y is None:
-            return None, None
-        rows = np.isin(y, keep)
-        return x[rows], new_id[y[rows]]
-
-    x_train, y_train = subset(data.x_train, data.y_train)
-    x_test, y_test = subset(data.x_test, data.y_test)
-    return Dataset(name=data.name, x_train=x_train, y_train=y_train, x_test=x_test,
-                   y_test=y_test, class_names=tuple(data.class_names[c] for c in keep),
-                   input_kind=data.input_kind, source_checksum=data.source_checksum)
-
-
-def _expected(kind: str, labelled: tuple[int, ...], n_classes: int) -> tuple[tuple[int, ...], int]:
-    """(labelled classes, number of classes) a mask of `kind` must have."""
-    if kind == "us":
-        return (), n_classes
-    if kind == "ss":
-        return tuple(range(n_classes)), n_classes
-    if kind == "ss_known":
-        return tuple(range(len(labelled))), len(labelled)
-    return labelled, n_classes
-
-
-def prepare_masks(masks: Sequence[MaskSpec], labelled: tuple[int, ...], n_classes: int,
-                  label_fraction: float, loader: DatasetLoader) -> Callable[[Path], str]:
-    """Write the missing masks, check the existing ones; return mask path -> sha256."""
-    hashes: dict[Path, str] = {}
-    for mask in masks:
-        classes, n = _expected(mask.kind, labelled, n_classes)
-        if mask.path.exists():
-            hashes[mask.path] = _check_mask(mask, classes, n, label_fraction)
-            continue
-        data = loader.get()
-        if data.x_test is None or data.y_test is None or len(data.y_test) == 0:
-            raise DataError(f"{loader.dataset!r} has no test set, and the experiment scores "
-                            "test sets: add x_test and y_test to the file")
-        source = restrict_to_classes(data, labelled) if mask.kind == "ss_known" else data
-        masked = make_masked_dataset(source, classes, label_fraction=label_fraction,
-                                     seed=mask.seed)
-        mask.path.parent.mkdir(parents=True, exist_ok=True)  # only once data are in hand
-        write_masked_dataset(mask.path, masked)
-        hashes[mask.path] = file_sha256(mask.path)
-    return lambda path: hashes[Path(path)]
-
-
-def _check_mask(mask: MaskSpec, classes: tuple[int, ...], n_classes: int,
-                label_fraction: float) -> str:
-    """The sha256 of an existing mask, after checking it is the one the grid needs."""
-    s = describe_masked_dataset(mask.path)
-    problems = []
-    if tuple(s["labelled_classes"]) != classes:
-        problems.append(f"labelled classes {s['labelled_classes']}, expected {list(classes)}")
-    if len(s["class_names"]) != n_classes:
-        problems.append(f"{len(s['class_names'])} classes, expected {n_classes}")
-    if int(s["seed"]) != mask.seed:
-        problems.append(f"seed {s['seed']}, expected {mask.seed}")
-    if classes and s["label_fraction"] != label_fraction:
-        problems.append(f"label fraction {s['label_fraction']}, expected {label_fraction}")
-    if not s["n_test"]:
-        problems.append("no test set")
-    if problems:
-        raise UsageError(f"{str(mask.path)!r} is not the mask this experiment needs "
-                         f"({'; '.join(problems)}): use another --out, or delete it")
-    return str(s["sha256"])
 
 
 def check_run_settings(checkpoint: Path, model: str, extra_components: int | None,

@@ -17,7 +17,6 @@ rows in input space (un-standardised, filtered-out pixels restored).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from susl_cli import __version__
 from susl_cli.discovery_runs import discovery_of
 from susl_cli.errors import DataError, OutputError, UsageError
 from susl_cli.evaluate import predict_probs, resolve_data_file
+from susl_cli.index_ranges import RangeWords, expand_ranges
 from susl_cli.resources import exceeds_memory, format_bytes
 from susl_cli.runs import Run, load_model, resolve_device
 from susl_cli.storage.h5 import check_output_path
@@ -40,7 +40,6 @@ IMAGE_SUFFIXES = (".png",)
 TABLE_SUFFIXES = (".csv",)
 ARRAY_SUFFIXES = (".h5", ".hdf5")
 TILE_PX = 56  # images are enlarged by pixel repetition to about this size
-_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 MAX_COMPONENTS = 1_000_000  # before the model is known, larger ids are refused unbuilt
 
 
@@ -143,24 +142,11 @@ def parse_component_spec(spec: str, n_components: int | None) -> tuple[int, ...]
     text = spec.strip().lower()
     if text == "all":
         return tuple(range(n_components)) if n_components is not None else ()
-    chosen: list[int] = []
-    for part in text.split(","):
-        match = _PART.match(part.strip())
-        if not match:
-            raise UsageError(f"malformed --components {spec!r}: expected e.g. '0,3,5-9' or "
-                             "'all'")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        if last < first:
-            raise UsageError(f"range {part.strip()!r} in --components is reversed: write "
-                             f"{last}-{first}")
-        limit = MAX_COMPONENTS if n_components is None else n_components
-        if last >= limit:  # before the list is built: 0-10**20 would exhaust memory
-            raise UsageError(f"component {last} in --components {spec!r} is out of range: "
-                             + (f"this model has components 0..{n_components - 1}"
-                                if n_components is not None else
-                                f"susl models have at most {limit} components"))
-        chosen.extend(range(first, last + 1))
+    where = f"--components {spec!r}"
+    words = RangeWords("component", where, where, "e.g. '0,3,5-9' or 'all'",
+                       "this model has components",
+                       f"susl models have at most {MAX_COMPONENTS} components")
+    chosen = expand_ranges(text, n_components, MAX_COMPONENTS, words)
     if len(set(chosen)) != len(chosen):
         raise UsageError(f"--components {spec!r} lists a component twice: list each once")
     if n_components is not None and max(chosen) >= n_components:

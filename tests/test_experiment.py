@@ -21,6 +21,7 @@ from susl_cli.experiment import (
     parse_settings,
     plan_experiment,
 )
+from susl_cli.experiment_masks import DatasetLoader, prepare_masks, restrict_to_classes
 from susl_cli.experiment_report import (
     format_mean_sd,
     markdown_text,
@@ -28,10 +29,7 @@ from susl_cli.experiment_report import (
     summarise_cells,
 )
 from susl_cli.experiment_runs import (
-    DatasetLoader,
     decide_action,
-    prepare_masks,
-    restrict_to_classes,
     schedule_as_planned,
     worker_threads,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from susl_cli.errors import UsageError
+from susl_cli.index_ranges import RangeWords, expand_ranges, is_range_part
 from susl_cli.preprocess import check_input_features
 from susl_cli.storage.masked import MaskedDataset, MaskMetadata
 
@@ -34,7 +34,6 @@ REGIME_NAMES = {
 AS_GIVEN_NOTE = "as given: the file's own labels, new classes allowed"
 MAX_CLASSES = 100_000  # class ids above this are refused before a list of them is built
 _SPEC_EXAMPLES = "e.g. '0-4', '0,2,7', '1-3,8', 'all' or 'none'"
-_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
 def parse_class_spec(spec: str, n_classes: int | None) -> tuple[int, ...]:
@@ -50,23 +49,9 @@ def parse_class_spec(spec: str, n_classes: int | None) -> tuple[int, ...]:
         if n_classes is None:
             raise UsageError("class spec 'all' needs the dataset's number of classes")
         return tuple(range(n_classes))
-    classes: list[int] = []
-    for part in text.split(","):
-        match = _PART.match(part.strip())
-        if not match:
-            raise UsageError(f"malformed class spec {spec!r}: expected {_SPEC_EXAMPLES}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        if last < first:
-            raise UsageError(f"range {part.strip()!r} in class spec {spec!r} is reversed: "
-                             f"write {last}-{first}")
-        limit = MAX_CLASSES if n_classes is None else n_classes
-        if last >= limit:  # before the list is built: 0-10**20 would exhaust memory
-            raise UsageError(f"class {last} in {spec!r} is out of range: "
-                             + (f"this dataset has classes 0..{n_classes - 1}"
-                                if n_classes is not None else f"susl allows at most {limit} "
-                                "classes"))
-        classes.extend(range(first, last + 1))
+    words = RangeWords("class", f"class spec {spec!r}", repr(spec), _SPEC_EXAMPLES,
+                       "this dataset has classes", f"susl allows at most {MAX_CLASSES} classes")
+    classes = expand_ranges(text, n_classes, MAX_CLASSES, words)
     _check_classes(classes, spec, n_classes)
     return tuple(sorted(classes))
 
@@ -299,6 +284,6 @@ def classes_from_spec(spec: str, class_names: Sequence[str]) -> tuple[int, ...]:
                              f"are {', '.join(names[:20])}")
         return tuple(sorted(index[str(c)] for c in wanted))
     parts = [p.strip() for p in spec.split(",")]
-    if parts and all(p in index for p in parts) and not all(_PART.match(p) for p in parts):
+    if parts and all(p in index for p in parts) and not all(is_range_part(p) for p in parts):
         return tuple(sorted({index[p] for p in parts}))
     return parse_class_spec(spec, len(names))
