@@ -68,13 +68,16 @@ class _EpochPrinter(SilentObserver):
 class SemiUnsupervised(ClassifierMixin, BaseEstimator):
     """Semi-unsupervised classifier: learns the labelled classes and finds unlabelled-only ones.
 
-    A deep generative model (GM-DGM by default, or M2) with one mixture component per labelled
-    class plus extra components for classes nobody labelled; after training the extra
-    components are grouped into new classes "new-1", "new-2", ... Parameters left as None take
-    the CLI's defaults, chosen from the data size (README "Choices").
+    A deep generative model (GM-DGM or a model of its family, as `susl train --model` offers)
+    with one mixture component per labelled class plus extra components for classes nobody
+    labelled; after training the extra components are grouped into new classes "new-1",
+    "new-2", ... Parameters left as None take the CLI's defaults, chosen from the data size
+    (README "Choices").
 
-    Parameters: model ("gmdgm" or "m2"); extra_components (components offered to unlabelled
-    classes); new_classes (fix how many new classes discovery reports; None: estimate);
+    Parameters: model ("gmdgm", "gmdgm-mf", "m2", "adgm", "agm-dgm"; None: chosen by data
+    size as `susl train` does: gmdgm-mf below 10,000 unlabelled rows, else gmdgm);
+    extra_components (components offered to unlabelled classes); new_classes (fix how many
+    new classes discovery reports; None: estimate);
     latent_dim, hidden_units; likelihood ("gaussian", or "bernoulli" for values in [0, 1]);
     epochs, batch_size, learning_rate; label_evidence (weight of the known/new targets the
     labelled rows give each unlabelled row, README "Choices"; 0 = off); random_state (int seed
@@ -86,7 +89,7 @@ class SemiUnsupervised(ClassifierMixin, BaseEstimator):
     (the engine's run: model, configs, input transform).
     """
 
-    def __init__(self, model: str = "gmdgm", *, extra_components: int | None = None,
+    def __init__(self, model: str | None = None, *, extra_components: int | None = None,
                  new_classes: int | None = None, latent_dim: int | None = None,
                  hidden_units: int | None = None, likelihood: str | None = None,
                  epochs: int | None = None, batch_size: int | None = None,

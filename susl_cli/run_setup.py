@@ -83,11 +83,16 @@ def apply_preset(preset: str | None, masked: MaskedDataset, options: ModelOption
         has_hidden = (bool(masked.hidden_classes) or not masked.labelled_classes
                       or masked.metadata.label_source == "as-given")
         choice = choose_by_size(n_unlabelled, has_hidden, overrides, options.extra_components,
-                                has_labelled=bool(masked.labelled_classes))
+                                has_labelled=bool(masked.labelled_classes),
+                                user_model=options.model,
+                                user_settings=frozenset(options.settings))
         values = dict(choice.train)
         reasons = choice.reasons
         if choice.extra_components is not None:
             options = dataclasses.replace(options, extra_components=choice.extra_components)
+        if choice.model is not None:
+            options = dataclasses.replace(options, model=choice.model)
+        options = dataclasses.replace(options, settings={**choice.settings, **options.settings})
     elif preset == "paper":
         if dataset not in PAPER_PRESETS:
             raise ConfigError(f"--preset paper has values for {', '.join(PAPER_PRESETS)}, "

@@ -17,8 +17,11 @@ from susl_cli.sizing import (
     MARGINAL_KL,
     MAX_EPOCHS,
     MAX_EXTRA,
+    MEAN_FIELD_STEPS,
     MIN_BATCH,
     MIN_EXTRA,
+    SMALL_LATENT,
+    SMALL_MODEL,
     SMALL_ROWS,
     TARGET_STEPS,
     choose_by_size,
@@ -36,13 +39,23 @@ def test_small_data_gets_fewer_components_smaller_batches_and_enough_steps(n_unl
     assert steps_per_epoch * epochs >= TARGET_STEPS or epochs == MAX_EPOCHS
     assert choice.train["marginal_kl"] == MARGINAL_KL
     assert choice.train["label_evidence"] == LABEL_EVIDENCE
-    assert len(choice.reasons) == 5 and all(str(n_unlabelled) in r for r in choice.reasons[2:])
+    assert choice.model == SMALL_MODEL and choice.settings == {"latent_dim": SMALL_LATENT}
+    assert steps_per_epoch * epochs >= MEAN_FIELD_STEPS or epochs == MAX_EPOCHS
+    assert len(choice.reasons) == 7 and all(str(n_unlabelled) in r for r in choice.reasons[2:])
+
+
+def test_a_model_the_user_picks_keeps_the_shorter_run_and_its_own_settings():
+    choice = choose_by_size(1_350, has_hidden=True, user_train={}, user_extra=None,
+                            user_model="gmdgm", user_settings=frozenset({"latent_dim"}))
+    assert choice.model is None and choice.settings == {}
+    steps = -(-1_350 // choice.train["batch_size"]) * choice.train["epochs"]
+    assert TARGET_STEPS <= steps < MEAN_FIELD_STEPS
 
 
 def test_large_data_keeps_the_paper_sizes_and_only_adds_the_objective_terms():
     choice = choose_by_size(SMALL_ROWS, has_hidden=True, user_train={}, user_extra=None)
     assert choice.train == {"marginal_kl": MARGINAL_KL, "label_evidence": LABEL_EVIDENCE}
-    assert choice.extra_components is None
+    assert choice.extra_components is None and choice.model is None and choice.settings == {}
 
 
 def test_label_evidence_only_where_labelled_and_new_classes_can_both_be():
@@ -55,9 +68,10 @@ def test_label_evidence_only_where_labelled_and_new_classes_can_both_be():
 
 def test_every_value_the_user_sets_wins():
     user = {"marginal_kl": 0.0, "batch_size": 50, "epochs": 3, "label_evidence": 0.0}
-    choice = choose_by_size(500, has_hidden=True, user_train=user, user_extra=7)
-    assert choice.extra_components is None
-    assert choice.train == {} and choice.reasons == ()
+    choice = choose_by_size(500, has_hidden=True, user_train=user, user_extra=7,
+                            user_model="m2", user_settings=frozenset({"latent_dim"}))
+    assert choice.extra_components is None and choice.model is None
+    assert choice.train == {} and choice.settings == {} and choice.reasons == ()
     # semi-supervised (no hidden class): the component count is not ours to choose
     assert choose_by_size(500, has_hidden=False, user_train={}, user_extra=None
                           ).extra_components is None
@@ -88,6 +102,7 @@ def test_train_states_what_it_chose_for_small_data(small_mask, tmp_path, runner)
     assert summary["chosen"] == list(expected.reasons)
     run = load_model(out)
     assert run.model_config.n_components == 2 + expected.extra_components
+    assert run.model_config.model == SMALL_MODEL and run.model_config.latent_dim == SMALL_LATENT
     # the merge guard stays opt-in (README "Choices": it costs labelled accuracy early on)
     assert run.model.objective.labelled_share_cap == 0
     assert run.train_config.batch_size == expected.train["batch_size"]

@@ -129,7 +129,8 @@ def test_model_call_equals_the_old_objective(name, estimator, kl, parts) -> None
         assert (mine is None and before is None) or torch.equal(mine, before)
 
 
-OPTIONS = ModelOptions(extra_components=2, settings={"hidden_units": 16, "latent_dim": 2})
+OPTIONS = ModelOptions(model="gmdgm", extra_components=2,
+                       settings={"hidden_units": 16, "latent_dim": 2})
 
 
 @pytest.mark.parametrize("estimator", ["enumerate", "gumbel"])
