@@ -31,7 +31,7 @@ LABELLED = WORDS[:5]  # five..nine are never labelled
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None,
-                        help="default: chosen from the data size (about 3,000 steps)")
+                        help="default: chosen from the data size (README \"Choices\")")
     parser.add_argument("--save", help="also write the model as a susl checkpoint here")
     args = parser.parse_args()
 
