@@ -41,7 +41,7 @@ from susl_cli.distributed import (
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, parse_model_options, resolve_device
-from susl_cli.sizing import LABEL_EVIDENCE
+from susl_cli.sizing import LABEL_EVIDENCE, SMALL_MODEL, SMALL_ROWS
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.train import train_mask_file, training_device
 
@@ -75,6 +75,9 @@ def _check_sigma(value: float | None) -> float | None:
 
 
 MODEL_HELP = "Model: " + "; ".join(f"{name} = {cls.description}" for name, cls in MODELS.items())
+# the data-size rule (susl_cli/sizing.py) picks the model the user leaves unset
+MODEL_DEFAULT = (f" \\[default: {SMALL_MODEL} below {SMALL_ROWS:,} unlabelled rows, else "
+                 f"{ModelConfig.model}; --preset paper: {ModelConfig.model}]")
 
 
 class ProgressObserver:
@@ -135,7 +138,7 @@ class ProgressObserver:
 def train(
     mask_file: Path = typer.Argument(..., help="Masked dataset made by `susl mask`."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.h5)."),
-    model: str = _opt("--model", MODEL_HELP, ModelConfig, "model", "-m"),
+    model: str = _opt("--model", MODEL_HELP + MODEL_DEFAULT, None, "", "-m"),
     epochs: int = _opt("--epochs", "Epochs (passes over the unlabelled data)", TrainConfig,
                        "epochs"),
     seed: int = _opt("--seed", "Seed for initialisation, batches and sampling", TrainConfig,
