@@ -28,7 +28,6 @@ class MaskSpec:
     path: Path
 
 
-
 class DatasetLoader:
     """Loads the dataset at most once, and only when a mask has to be made."""
 

@@ -30,9 +30,7 @@ from susl_cli.metrics import SUMMARY_FIELDS, Metrics, evaluate_assignments
 from susl_cli.runs import ModelOptions, Run, load_model, resolve_device
 from susl_cli.seed_batch import SeedJob, train_seeds
 from susl_cli.storage.checkpoint import read_checkpoint_meta
-from susl_cli.storage.masked import (
-    read_masked_dataset,
-)
+from susl_cli.storage.masked import read_masked_dataset
 from susl_cli.train import TrainingInterrupted, cosine_lr, train_mask_file
 
 # --- the runs of a plan -------------------------------------------------------------------------

@@ -12,7 +12,8 @@ components used, 79.8% against KMeans' 97.6%; benchmarks/small_data.py). The rul
     exact in y at the cost of one decoder pass, so a step costs a fraction of GM-DGM's and
     the run can afford MEAN_FIELD_STEPS steps; on benchmarks/small_data.py (2 seeds) it
     scored 75.0 / 86.0 / 97.3% majority on MNIST-1,500 / HAR-1,000 / wine against GM-DGM's
-    73.8 / 83.9 / 95.2% at the same 3,000 steps, in 11-32 s per run against 300-900 s;
+    73.8 / 83.9 / 95.2% at the same 3,000 steps, in 8-34 s per run against GM-DGM's 49-904 s
+    (the small-data tables of docs/results.md; the machine's load varied);
   - latent size SMALL_LATENT (the configs' default is 5, Table A.1's MNIST size): 78.0 / 86.4%
     against 75.0 / 86.0% on MNIST-1,500 / HAR-1,000 (wine: within its seed noise);
   - extra components: one per POINTS_PER_EXTRA unlabelled points, between 4 and 40;
@@ -37,7 +38,7 @@ MIN_EXTRA, MAX_EXTRA = 4, 40  # 40: the paper's n_aug
 MIN_BATCH, MAX_BATCH = 16, 100
 TARGET_STEPS = 3_000  # a model that enumerates y with K decoder passes (gmdgm, m2, ...)
 MEAN_FIELD_STEPS = 12_000  # gmdgm-mf: one decoder pass a step
-MAX_EPOCHS = 2_000
+MAX_EPOCHS = 2_000  # only bounds very small sets (30 rows: 2 steps an epoch)
 SMALL_MODEL = "gmdgm-mf"
 SMALL_LATENT = 10
 MARGINAL_KL = 1.0
