@@ -164,9 +164,8 @@ def new_run(masked: MaskedDataset, mask_path: Path, options: ModelOptions,
                      + min(train_config.labelled_batch_size, n))
     model = build_model(model_config, objective)
     model_config = model.config  # its settings as the model's own settings dataclass
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global RNG
-        torch.manual_seed(train_config.seed)
-        model.reset_parameters()
+    # its own generator: seeded, and safe when several threads build runs at once
+    model.reset_parameters(torch.Generator().manual_seed(train_config.seed))
     model.to(device)
     meta = RunMeta(
         model=model_config.model,

@@ -7,7 +7,8 @@ The interface (`SuslModel`), all the trainer, evaluation, prediction and samplin
     classifier_logits(x)         logits of q(y|x), (B, K): what predict and evaluate use
     sample_means(components, n)  means of p(x|y, z) for z drawn from the prior: `susl sample`
     embed(x)                     a (B, latent_dim) summary of x for plots
-    reset_parameters()           seeded initialisation, called by the trainer (not __init__)
+    reset_parameters(generator)  seeded initialisation from `generator` (the global RNG when
+                                 None), called by the trainer, not __init__
     log_prior                    buffer log p(y), (K,)
 Each model file declares its settings dataclass (`settings_class`, a frozen subclass of
 config.NetworkSettings) and the model is registered in susl_cli/models/__init__.py.
@@ -113,9 +114,11 @@ class SuslModel(nn.Module):
         """A (B, latent_dim) summary of x."""
         raise NotImplementedError
 
-    def reset_parameters(self) -> None:
-        """Initialise the networks (called by the trainer after seeding, not by __init__)."""
-        initialise(self, self.config.init)
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise the networks from `generator` (called by the trainer, not __init__).
+        The trainer passes its own seeded generator, so two threads building runs at once
+        cannot interleave their draws, as they could through the global RNG."""
+        initialise(self, self.config.init, generator)
 
 
 class ElboModel(SuslModel):

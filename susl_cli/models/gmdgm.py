@@ -36,10 +36,10 @@ class MixtureGenerative(ElboModel):
         self.component_mean = nn.Parameter(torch.empty(config.n_components, config.latent_dim))
         self.component_logvar = nn.Parameter(torch.empty(config.n_components, config.latent_dim))
 
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        super().reset_parameters(generator)
         # Spread the component means so that components start distinguishable; unit variances.
-        nn.init.normal_(self.component_mean, 0.0, 1.0)
+        nn.init.normal_(self.component_mean, 0.0, 1.0, generator=generator)
         nn.init.zeros_(self.component_logvar)
 
     def prior_z(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,7 +87,7 @@ class GaussianHead(nn.Module):
 HEAD_STD = 1e-3  # N(0, 0.001^2) kernels, paper appendix A
 
 
-def initialise(module: nn.Module, scheme: str) -> None:
+def initialise(module: nn.Module, scheme: str, generator: torch.Generator | None = None) -> None:
     """Reset every Linear layer: biases zero; kernels per `scheme`.
 
     "paper": all kernels N(0, 0.001^2). "reference": Glorot-normal hidden kernels, and
@@ -100,8 +100,8 @@ def initialise(module: nn.Module, scheme: str) -> None:
         last = name.rsplit(".", 1)[-1]
         is_head = last in heads or last.endswith("_head")
         if scheme == "paper" or is_head:
-            nn.init.normal_(layer.weight, 0.0, HEAD_STD)
+            nn.init.normal_(layer.weight, 0.0, HEAD_STD, generator=generator)
         else:
-            nn.init.xavier_normal_(layer.weight)
+            nn.init.xavier_normal_(layer.weight, generator=generator)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)

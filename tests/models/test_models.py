@@ -129,6 +129,38 @@ def test_reset_parameters_is_reproducible_under_a_seed(name: str) -> None:
         assert torch.equal(a, b)
 
 
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_reset_parameters_from_a_generator_equals_the_seeded_global_rng(name: str) -> None:
+    # The trainer seeds through its own generator; the draws are the ones a seeded global RNG
+    # gives, so checkpoints made before the change initialise the same way.
+    from_generator = make_model(name, seed=3)
+    from_generator.reset_parameters(_gen(11))
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        from_generator_free = make_model(name, seed=3)
+        torch.manual_seed(11)
+        from_generator_free.reset_parameters()
+    for a, b in zip(from_generator.state_dict().values(),
+                    from_generator_free.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_models_built_in_threads_at_once_get_their_own_seeded_initialisation() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build(seed: int) -> torch.Tensor:
+        model = make_model("gmdgm", seed=0)
+        model.reset_parameters(_gen(seed))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    expected = {seed: build(seed) for seed in range(4)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(25):
+            seeds = list(range(4)) * 3
+            for seed, weights in zip(seeds, pool.map(build, seeds), strict=True):
+                assert torch.equal(weights, expected[seed])
+
 # -- networks and shapes ---------------------------------------------------------------------
 
 
