@@ -328,6 +328,57 @@ def test_gumbel_returns_terms_at_the_sampled_one_hot() -> None:
     torch.testing.assert_close(again["linear"], got["linear"].detach())
 
 
+def _weighted_terms(values: torch.Tensor):
+    """terms(y) = y . values per example: a stand-in for the ELBO with a known expectation."""
+    return lambda y: {"f": (y * values.unsqueeze(1)).sum(-1), "g": (y * values.unsqueeze(1) ** 2).sum(-1)}
+
+
+def test_topk_with_all_but_one_summed_is_exact_in_value_and_gradient() -> None:
+    # K - 1 summed: the one left is drawn with certainty, so the estimate is the exact sum.
+    values = torch.randn(6, 5, dtype=DT, generator=_gen(40))
+    logits = torch.randn(6, 5, dtype=DT, generator=_gen(41), requires_grad=True)
+    exact = losses.expectation_over_y(_weighted_terms(values), logits, "enumerate")
+    got = losses.expectation_over_y(_weighted_terms(values), logits, "topk",
+                                    generator=_gen(42), topk=4)
+    for name in exact:
+        torch.testing.assert_close(got[name], exact[name])
+    grad_exact, = torch.autograd.grad(exact["f"].sum(), logits)
+    grad_got, = torch.autograd.grad(got["f"].sum(), logits)
+    torch.testing.assert_close(grad_got, grad_exact)
+
+
+def test_topk_is_unbiased_in_value_and_gradient() -> None:
+    # Two summed of eight, one drawn: over many draws the mean estimate and its gradient with
+    # respect to the logits (the score-function part included) reach the exact ones.
+    rows, k, draws = 3, 8, 20000
+    values = torch.randn(rows, k, dtype=DT, generator=_gen(43))
+    logits = (0.7 * torch.randn(rows, k, dtype=DT, generator=_gen(44))).requires_grad_()
+    exact = losses.expectation_over_y(_weighted_terms(values), logits, "enumerate")["f"]
+    grad_exact, = torch.autograd.grad(exact.sum(), logits)
+    tiled = logits.repeat(draws, 1)  # each row drawn `draws` times in one batch
+    est = losses.expectation_over_y(_weighted_terms(values.repeat(draws, 1)), tiled, "topk",
+                                    generator=_gen(45), topk=2)["f"]
+    mean = est.reshape(draws, rows).mean(0)
+    grad_mean, = torch.autograd.grad(mean.sum(), logits)
+    torch.testing.assert_close(mean, exact, atol=0.02, rtol=0)
+    torch.testing.assert_close(grad_mean, grad_exact, atol=0.02, rtol=0)
+
+
+def test_topk_runs_the_terms_on_topk_plus_one_settings_led_by_the_most_probable() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]], dtype=DT)
+    seen = []
+
+    def recording(y: torch.Tensor) -> dict[str, torch.Tensor]:
+        seen.append(y)
+        return {"f": y.sum(-1)}
+
+    losses.expectation_over_y(recording, logits, "topk", generator=_gen(47), topk=2)
+    y = seen[0]
+    assert y.shape == (1, 3, 5)
+    assert y[0, 0].argmax() == 1 and y[0, 1].argmax() == 3  # the two most probable, in order
+    assert y[0, 2].argmax() not in (1, 3)  # the draw comes from the rest
+
+
 def test_expectation_over_y_rejects_unknown_estimator() -> None:
     with pytest.raises(ValueError, match="estimator"):
         losses.expectation_over_y(lambda y: {}, torch.zeros(2, 3), "reinforce")

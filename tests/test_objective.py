@@ -156,7 +156,7 @@ def test_training_loss_is_negative_objective(parts: str, estimator: str, z_at_me
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("estimator", ["enumerate", "gumbel"])
+@pytest.mark.parametrize("estimator", ["enumerate", "gumbel", "topk"])
 @pytest.mark.parametrize("kl", ["analytic", "sampled"])
 def test_gradients_are_finite_and_reach_the_classifier(name: str, estimator: str, kl: str) -> None:
     model = make_model(name)
@@ -170,7 +170,7 @@ def test_gradients_are_finite_and_reach_the_classifier(name: str, estimator: str
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("estimator", ["enumerate", "gumbel"])
+@pytest.mark.parametrize("estimator", ["enumerate", "gumbel", "topk"])
 def test_unlabelled_loss_alone_trains_the_classifier(name: str, estimator: str) -> None:
     """The classifier gets a gradient from unlabelled data through E_q(y|x) (and H[q])."""
     model = make_model(name)

@@ -157,6 +157,13 @@ def test_every_model_batches_with_its_noise_replayed(mask, tmp_path, model):
     _assert_same(batched, alone)
 
 
+def test_the_topk_estimator_batches_with_its_draw_replayed(mask, tmp_path):
+    settings = {"epochs": 1, "y_estimator": "topk", "y_topk": 2}
+    alone = _alone(mask, tmp_path, (0, 1), model="gmdgm", **settings)
+    batched = _batched(mask, tmp_path, (0, 1), model="gmdgm", **settings)
+    _assert_same(batched, alone)
+
+
 def test_runs_that_differ_in_more_than_the_seed_are_refused(mask, tmp_path):
     a, data_a = _setup(mask, tmp_path / "a.h5", 0)
     b, data_b = _setup(mask, tmp_path / "b.h5", 1, learning_rate=0.02)

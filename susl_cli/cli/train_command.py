@@ -181,8 +181,12 @@ def train(
                                  f"absorbed; 0 = off \\[default: {LABEL_EVIDENCE:g} when some "
                                  "classes are labelled and new ones may exist; 0 with --preset "
                                  "paper]"),
-    y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components) or gumbel "
-                            "(one sample)", ObjectiveConfig, "y_estimator"),
+    y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components), gumbel "
+                            "(one sample) or topk (the --y-topk most probable components "
+                            "summed, one drawn from the rest: unbiased, ~(k+1)/K the cost)",
+                            ObjectiveConfig, "y_estimator"),
+    y_topk: int = _opt("--y-topk", "Components summed exactly by --y-estimator topk",
+                       ObjectiveConfig, "y_topk"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",
                                      ObjectiveConfig, "gumbel_temperature"),
     kl: str = _opt("--kl", "analytic or sampled KL for z", ObjectiveConfig, "kl"),
@@ -244,7 +248,7 @@ def train(
         epochs=epochs, seed=seed, batch_size=batch_size, labelled_batch_size=labelled_batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, alpha=alpha,
         marginal_kl=marginal_kl, labelled_share_cap=labelled_share_cap,
-        label_evidence=label_evidence, y_estimator=y_estimator,
+        label_evidence=label_evidence, y_estimator=y_estimator, y_topk=y_topk,
         gumbel_temperature=gumbel_temperature, kl=kl,
         grad_clip=grad_clip, weight_decay=weight_decay, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds,

@@ -298,7 +298,7 @@ class QyQzModel(ElboModel):
             return self.elbo_terms(x3, y, cfg.kl, generator, rows)
 
         terms = losses.expectation_over_y(terms_for, logits, cfg.y_estimator,
-                                          cfg.gumbel_temperature, generator, rows)
+                                          cfg.gumbel_temperature, generator, rows, cfg.y_topk)
         entropy = losses.categorical_entropy(logits)
         terms["kl_y"] = -(terms["log_py"] + entropy)  # KL(q(y|x) || p(y)) when enumerating
         terms["elbo"] = terms["recon"] - terms["kl_z"] - terms["kl_y"]
