@@ -330,7 +330,8 @@ def test_gumbel_returns_terms_at_the_sampled_one_hot() -> None:
 
 def _weighted_terms(values: torch.Tensor):
     """terms(y) = y . values per example: a stand-in for the ELBO with a known expectation."""
-    return lambda y: {"f": (y * values.unsqueeze(1)).sum(-1), "g": (y * values.unsqueeze(1) ** 2).sum(-1)}
+    per_setting = values.unsqueeze(1)  # (B, 1, K) against y (B, E, K)
+    return lambda y: {"f": (y * per_setting).sum(-1), "g": (y * per_setting ** 2).sum(-1)}
 
 
 def test_topk_with_all_but_one_summed_is_exact_in_value_and_gradient() -> None:

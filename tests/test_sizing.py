@@ -14,6 +14,7 @@ from susl_cli.config import ObjectiveConfig
 from susl_cli.runs import load_model
 from susl_cli.sizing import (
     LABEL_EVIDENCE,
+    LARGE_Y_ESTIMATOR,
     MARGINAL_KL,
     MAX_EPOCHS,
     MAX_EXTRA,
@@ -54,8 +55,19 @@ def test_a_model_the_user_picks_keeps_the_shorter_run_and_its_own_settings():
 
 def test_large_data_keeps_the_paper_sizes_and_only_adds_the_objective_terms():
     choice = choose_by_size(SMALL_ROWS, has_hidden=True, user_train={}, user_extra=None)
-    assert choice.train == {"marginal_kl": MARGINAL_KL, "label_evidence": LABEL_EVIDENCE}
+    assert choice.train == {"marginal_kl": MARGINAL_KL, "label_evidence": LABEL_EVIDENCE,
+                            "y_estimator": LARGE_Y_ESTIMATOR}
     assert choice.extra_components is None and choice.model is None and choice.settings == {}
+    assert any(r.startswith(f"y estimator {LARGE_Y_ESTIMATOR}") for r in choice.reasons)
+
+
+def test_the_y_estimator_is_left_alone_when_set_or_unused_or_on_small_data():
+    for user_train, user_model, n in (({"y_estimator": "enumerate"}, None, SMALL_ROWS),
+                                      ({}, SMALL_MODEL, SMALL_ROWS),  # exact, one pass anyway
+                                      ({}, None, SMALL_ROWS - 1)):  # gmdgm-mf is chosen
+        choice = choose_by_size(n, has_hidden=True, user_train=user_train, user_extra=None,
+                                user_model=user_model)
+        assert "y_estimator" not in choice.train
 
 
 def test_label_evidence_only_where_labelled_and_new_classes_can_both_be():
