@@ -41,7 +41,7 @@ from susl_cli.distributed import (
 from susl_cli.errors import UsageError
 from susl_cli.models import MODELS
 from susl_cli.runs import ModelOptions, parse_model_options, resolve_device
-from susl_cli.sizing import LABEL_EVIDENCE, SMALL_MODEL, SMALL_ROWS
+from susl_cli.sizing import LABEL_EVIDENCE, LARGE_Y_ESTIMATOR, SMALL_MODEL, SMALL_ROWS
 from susl_cli.storage.checkpoint import read_checkpoint_meta
 from susl_cli.train import train_mask_file, training_device
 
@@ -183,8 +183,10 @@ def train(
                                  "paper]"),
     y_estimator: str = _opt("--y-estimator", "enumerate (exact sum over components), gumbel "
                             "(one sample) or topk (the --y-topk most probable components "
-                            "summed, one drawn from the rest: unbiased, ~(k+1)/K the cost)",
-                            ObjectiveConfig, "y_estimator"),
+                            "summed, one drawn from the rest: unbiased, ~(k+1)/K the cost) "
+                            f"\\[default: {LARGE_Y_ESTIMATOR} from {SMALL_ROWS:,} unlabelled "
+                            f"rows, else {ObjectiveConfig.y_estimator}; --preset paper: "
+                            f"{ObjectiveConfig.y_estimator}]"),
     y_topk: int = _opt("--y-topk", "Components summed exactly by --y-estimator topk",
                        ObjectiveConfig, "y_topk"),
     gumbel_temperature: float = _opt("--gumbel-temperature", "Gumbel-softmax temperature",

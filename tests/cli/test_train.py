@@ -241,9 +241,14 @@ def test_help_shows_the_config_dataclass_defaults(runner):
                                   ("--epochs", TrainConfig, "epochs"),
                                   ("--learning-rate", TrainConfig, "learning_rate"),
                                   ("--marginal-kl", ObjectiveConfig, "marginal_kl"),
-                                  ("--y-estimator", ObjectiveConfig, "y_estimator"),
                                   ("--latent-dim", NetworkSettings, "latent_dim")):
         default = config.__dataclass_fields__[field].default
         assert f"[default: {default}]" in lines[option], lines[option]
+    # chosen by data size (susl_cli/sizing.py); the paper's value under --preset paper
+    words = " ".join(w for w in result.stdout.split() if w != "│")  # across wrapped lines
+    assert ("--y-estimator <str> enumerate (exact sum over components), gumbel (one sample) or "
+            "topk") in words
+    assert ("[default: topk from 10,000 unlabelled rows, else enumerate; --preset paper: "
+            "enumerate]") in words
     # no fixed default: the mask file's choice, else raw (tests/cli/test_window_features.py)
     assert "[default: the mask" in lines["--input-features"]
