@@ -223,7 +223,7 @@ def _summed_and_sampled(terms_fn: TermsFn, qy_logits: torch.Tensor, topk: int,
     f(y*), so the term is small). It is zero in the forward pass. When q is confident the
     rest's mass is tiny and the estimate is nearly the exact sum, at (topk + 1) / K of the
     cost: the decoder runs on topk + 1 label settings, not K."""
-    batch, k = qy_logits.shape
+    k = qy_logits.shape[-1]
     n_sum = min(topk, k - 1)  # at least one component left to draw from
     log_q = F.log_softmax(qy_logits, dim=-1)
     top_log_q, top_idx = log_q.topk(n_sum, dim=-1)  # (B, n_sum)
