@@ -18,18 +18,15 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from susl_cli.config import ObjectiveConfig, TrainConfig
 from susl_cli.cpu_tuning import tune_cpu
-from susl_cli.runs import ModelOptions, new_run
-from susl_cli.train import SilentObserver, _train_epoch, prepare_data
+from susl_cli.train import SilentObserver, _train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import _header, _mask, add_data_dir  # noqa: E402  (a sibling script, not a package)
+from bench_train import _header, _mask, add_data_dir, timing_window  # noqa: E402  (a sibling script, not a package)
 
 
 def main() -> None:
@@ -48,14 +45,10 @@ def main() -> None:
     masked, mask_path, tmp = _mask(args.data_dir)
     header = _header(args)
     print(header["line"], flush=True)
-    config = TrainConfig(epochs=10**6)
     rows = []
     for estimator in args.estimators:
-        run = new_run(masked, mask_path, ModelOptions(model="gmdgm", settings={
-            "hidden_units": 200, "latent_dim": 5}), config, device,
-            ObjectiveConfig(y_estimator=estimator))
-        data = prepare_data(run, masked.x_train, masked.y_observed, device)
-        data = replace(data, x_unlabelled=data.x_unlabelled[:args.steps * config.batch_size])
+        run, data = timing_window(masked, mask_path, "gmdgm", estimator, args.steps,
+                                  device=device)
 
         def window(run=run, data=data) -> float:
             return _train_epoch(run, data, SilentObserver())["samples_per_s"]

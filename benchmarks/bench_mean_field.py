@@ -26,13 +26,11 @@ from pathlib import Path
 
 import torch
 
-from susl_cli.config import ObjectiveConfig, TrainConfig
 from susl_cli.cpu_tuning import tune_cpu
-from susl_cli.runs import ModelOptions, new_run
-from susl_cli.train import SilentObserver, _train_epoch, prepare_data
+from susl_cli.train import SilentObserver, _train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import _header, _mask, add_data_dir  # noqa: E402  (a sibling script, not a package)
+from bench_train import _header, _mask, add_data_dir, timing_window  # noqa: E402  (a sibling script, not a package)
 
 CASES = (("gmdgm", "enumerate"), ("gmdgm", "gumbel"), ("gmdgm", "topk"),
          ("gmdgm-mf", "enumerate"))
@@ -51,14 +49,9 @@ def main() -> None:
     masked, mask_path, tmp = _mask(args.data_dir)
     header = _header(args)
     print(header["line"], flush=True)
-    config = TrainConfig(epochs=10**6)
     windows = {}
     for model, estimator in CASES:
-        run = new_run(masked, mask_path, ModelOptions(model=model, settings={
-            "hidden_units": 200, "latent_dim": 5}), config, torch.device("cpu"),
-            ObjectiveConfig(y_estimator=estimator))
-        data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
-        data = replace(data, x_unlabelled=data.x_unlabelled[:args.steps * config.batch_size])
+        run, data = timing_window(masked, mask_path, model, estimator, args.steps)
         windows[("SUS", model, estimator)] = (run, data)
         windows[("unlabelled only", model, estimator)] = (run, replace(
             data, x_labelled=data.x_labelled[:0], y_labelled=data.y_labelled[:0]))

@@ -161,18 +161,28 @@ def _header(args: argparse.Namespace) -> dict:
     return header
 
 
+def timing_window(masked: MaskedDataset, mask_path: Path, model: str, estimator: str,
+                  steps: int, hidden: int = 200, latent: int = 5,
+                  device: torch.device = torch.device("cpu")) -> tuple[Run, TrainingData]:
+    """A fresh seeded run and the training data cut to `steps` unlabelled batches: what the
+    speed benchmarks time `_train_epoch` on."""
+    config = TrainConfig(epochs=10**6)
+    run = new_run(masked, mask_path, ModelOptions(model=model, settings={
+        "hidden_units": hidden, "latent_dim": latent}), config, device,
+        ObjectiveConfig(y_estimator=estimator))
+    data = prepare_data(run, masked.x_train, masked.y_observed, device)
+    return run, replace(data, x_unlabelled=data.x_unlabelled[:steps * config.batch_size])
+
+
 # -- one case --------------------------------------------------------------------------------
 
 
 def _bench_case(case: Case, masked: MaskedDataset, mask_path: Path, args: argparse.Namespace,
                 pyro_ssvae) -> dict:
     hidden, latent = SIZES[case.size]
-    config = TrainConfig(epochs=10**6)
-    run = new_run(masked, mask_path, ModelOptions(model=case.model, settings={
-        "hidden_units": hidden, "latent_dim": latent}), config, torch.device("cpu"),
-        ObjectiveConfig(y_estimator=case.estimator))
-    data = prepare_data(run, masked.x_train, masked.y_observed, torch.device("cpu"))
-    window = replace(data, x_unlabelled=data.x_unlabelled[:args.steps * config.batch_size])
+    run, window = timing_window(masked, mask_path, case.model, case.estimator, args.steps,
+                                hidden, latent)
+    config = run.train_config
     svi = None
     if pyro_ssvae is not None and case.estimator == "enumerate":
         program = pyro_ssvae.PyroSSVAE(run.model, run.model.objective.alpha)
