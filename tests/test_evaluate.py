@@ -22,9 +22,9 @@ def test_scores_the_masks_test_set_with_probabilities(tiny_image_run):
     assert np.allclose(result.probs.sum(1), 1.0, atol=1e-5)
     assert result.metrics.mapping_fit == "test"
     assert 0.0 <= result.metrics.cluster_acc_majority <= 1.0
-    # The tiny classes are well separated: the labelled ones are learnt in 3 epochs (0.9 of
-    # the labelled test points; label evidence, on by default, calls 4 of class 1's 40
-    # unlabelled rows new on this 200-row set: a ratio of few neighbour counts)
+    # The tiny classes are well separated: the labelled ones are learnt in the fixture's
+    # epochs (label evidence, on by default, calls 4 of class 1's 40 unlabelled rows new on
+    # this 200-row set: a ratio of few neighbour counts)
     assert result.metrics.known_acc_classifier >= 0.85
 
 
