@@ -73,7 +73,13 @@ def main() -> None:
               "wall_s": round(wall, 1), "threads": torch.get_num_threads(),
               "train_unlabelled": {"components_used": val.n_components_used,
                                    "cluster_acc": val.cluster_acc_majority,
-                                   "novel_acc": val.novel_acc_majority},
+                                   "novel_acc": val.novel_acc_majority,
+                                   # known classes' labels only: no hidden label is read
+                                   "known_classifier": val.known_acc_classifier,
+                                   # label-free: argmax share of the fullest labelled
+                                   # component against its prior share, last epoch
+                                   "labelled_share": run.history.get(
+                                       "labelled_share_ratio", [float("nan")])[-1]},
               "test": {"cluster_acc": test.cluster_acc_majority,
                        "hungarian": test.cluster_acc_hungarian,
                        "known_classifier": test.known_acc_classifier,
