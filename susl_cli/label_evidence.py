@@ -29,7 +29,7 @@ on a small synthetic set.
 
 The trainer uses 1 - known, the probability that a row is new, as a soft label "none of the
 labelled classes" in a cross-entropy with q(y|x), the extra components pooled, on the rows the
-estimate calls more likely new than known (1 - known > 1/2; losses.evidence_cross_entropy,
+estimate calls more likely new than known (1 - known > CALLED_NEW; losses.evidence_cross_entropy,
 weight ObjectiveConfig.label_evidence). On every row, it also pushed the labelled classes' own
 rows, whose noisy neighbour counts give them novelty 0.1-0.4, and over long runs extra
 components took a fifth of them. Only the "new" side: targets
@@ -55,6 +55,9 @@ MIN_NEIGHBOURS = 30
 REFERENCE_ROWS = 30_000  # at most this many rows are searched (a stratified sample)
 SCORE_ROWS = 8192  # rows read and scored at a time
 PROPENSITY_FLOOR = 1e-3  # e_c below this would make (1 - e_c) / e_c explode
+# a row is "called new", and pushed out of the labelled components in training
+# (losses.evidence_cross_entropy), when its P(new) = 1 - known is above this
+CALLED_NEW = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,19 @@ class LabelEvidence:
         n_c (1 - e_c) / e_c inherits e_c's low bias instead: 0.54 vs 0.44 on MNIST 5-9.)"""
         return float(self.known.mean()) if self.known.size else 0.0
 
+    @property
+    def n_called_new(self) -> int:
+        """How many unlabelled rows training keeps out of the labelled components."""
+        return int((1 - self.known > CALLED_NEW).sum())
+
     def describe(self, expected_share: float, weight: float) -> str:
         """One line for the train summary: the estimate beside what the prior p(y) expects."""
         fractions = "/".join(f"{e:.2f}" for e in self.propensity)
         return (f"weight {weight:g}; your labelled rows put {100 * self.known_share:.0f}% of the "
                 f"{self.known.size} unlabelled rows in labelled classes (the prior p(y) "
-                f"expects {100 * expected_share:.0f}%); estimated labelled fraction per "
-                f"labelled class {fractions}")
+                f"expects {100 * expected_share:.0f}%) and call {self.n_called_new} of them "
+                f"new, which training keeps out of the labelled classes; estimated labelled "
+                f"fraction per labelled class {fractions}")
 
 
 class Rows(Protocol):

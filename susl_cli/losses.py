@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
+from susl_cli.label_evidence import CALLED_NEW
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -289,5 +291,5 @@ def evidence_cross_entropy(logits: torch.Tensor, n_labelled: int,
     (1.41x against 1.14x). One-sided: nothing pulls a row *into* a labelled component, so an
     estimate that mixes a new class with a labelled one cannot teach the merge (measured:
     docs/results.md "Label evidence")."""
-    weight = torch.where(novelty > 0.5, novelty, torch.zeros_like(novelty))
+    weight = torch.where(novelty > CALLED_NEW, novelty, torch.zeros_like(novelty))
     return -weight * torch.logsumexp(torch.log_softmax(logits, -1)[:, n_labelled:], -1)

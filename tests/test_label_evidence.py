@@ -102,9 +102,13 @@ def test_fewer_neighbours_on_small_sets_but_enough_for_a_steady_ratio():
 
 def test_the_summary_line_says_what_was_estimated_beside_the_prior():
     x_l, c_l, x_u, _ = gaussian_classes()
-    text = estimate_label_evidence(x_l, c_l, x_u, n_labelled=2).describe(0.4, 10)
+    evidence = estimate_label_evidence(x_l, c_l, x_u, n_labelled=2)
+    text = evidence.describe(0.4, 10)
     assert re.match(r"weight 10; your labelled rows put \d+% of the 700 unlabelled rows", text)
     assert "the prior p(y) expects 40%" in text and "per labelled class 0.2" in text
+    # the rows training pushes out: those with P(new) over one half
+    assert evidence.n_called_new == int((evidence.known < 0.5).sum()) > 0
+    assert f"call {evidence.n_called_new} of them new" in text
 
 
 # --- training acts on it --------------------------------------------------------------------
